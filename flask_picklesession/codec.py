@@ -1,0 +1,199 @@
+"""Turning one session value into bytes and back.
+
+Each top-level session value is encoded on its own, so a request decodes only
+the keys it reads. The first byte of an encoded value names its encoding:
+common exact types (str, int, float, bytes, bool, None) have compact native
+forms that never involve pickle; everything else is pickled (pickle mode) or
+written as Flask's tagged JSON (strict JSON mode). Decoding happens only after
+the store layer has checked the value's MAC.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import struct
+import typing as t
+
+from flask.json.tag import TaggedJSONSerializer
+
+from .errors import SerializationError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+_STR, _INT, _FLOAT, _BYTES = b"s", b"i", b"f", b"b"
+_TRUE, _FALSE, _NONE = b"T", b"F", b"N"
+_PICKLE, _JSON = b"p", b"j"
+_DOUBLE = struct.Struct(">d")
+_PICKLE_PREFIX = pickle.PROTO + bytes([pickle.HIGHEST_PROTOCOL])
+#: Values of these exact types cannot change in place, so a request that only
+#: read them never needs to re-encode them to look for nested changes.
+IMMUTABLE_TYPES = frozenset({str, int, float, bytes, bool, type(None)})
+
+
+class CorruptEntry(Exception):
+    """An authenticated entry still cannot be decoded (or must not be)."""
+
+
+def _encode_native(value: object) -> bytes | None:
+    kind = type(value)
+    if kind is str:
+        return _STR + t.cast(str, value).encode("utf-8", "surrogatepass")
+    if kind is int:
+        try:
+            return _INT + str(value).encode("ascii")
+        except ValueError:  # more digits than int->str allows; pickle it
+            return None
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if value is None:
+        return _NONE
+    if kind is float:
+        return _FLOAT + _DOUBLE.pack(t.cast(float, value))
+    if kind is bytes:
+        return _BYTES + t.cast(bytes, value)
+    return None
+
+
+def _decode_native(tag: bytes, body: bytes) -> object:
+    if tag == _STR:
+        return body.decode("utf-8", "surrogatepass")
+    if tag == _INT:
+        return int(body)
+    if tag == _FLOAT:
+        return _DOUBLE.unpack(body)[0]
+    if tag == _BYTES:
+        return body
+    if tag == _TRUE:
+        return True
+    if tag == _FALSE:
+        return False
+    if tag == _NONE:
+        return None
+    raise CorruptEntry(f"unknown value tag {tag!r}")
+
+
+def _describe(value: object) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+class Codec:
+    """Base of the two serializers; subclasses encode what natives cannot."""
+
+    #: Name used in ``PICKLESESSION_SERIALIZER``.
+    name: t.ClassVar[str]
+
+    def encode(self, key: str, value: object) -> bytes:
+        """Encode one session value; raise :class:`SerializationError` naming ``key``."""
+        native = _encode_native(value)
+        return native if native is not None else self._encode_other(key, value)
+
+    def decode(self, data: bytes) -> object:
+        """Decode bytes made by :meth:`encode`; raise :class:`CorruptEntry`."""
+        if not data:
+            raise CorruptEntry("empty value")
+        tag, body = data[:1], data[1:]
+        try:
+            if tag == _PICKLE:
+                return self._load_pickle(body)
+            if tag == _JSON:
+                return _JSON_TAGGER.loads(body.decode("utf-8"))
+            return _decode_native(tag, body)
+        except CorruptEntry:
+            raise
+        except Exception as exc:  # any failure of a decoder means a bad entry
+            raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
+
+    def _encode_other(self, key: str, value: object) -> bytes:
+        raise NotImplementedError
+
+    def _load_pickle(self, body: bytes) -> object:
+        raise CorruptEntry("pickled value refused in strict JSON mode")
+
+
+_JSON_TAGGER = TaggedJSONSerializer()
+
+
+class JSONCodec(Codec):
+    """Strict mode: Flask's tagged JSON types only; nothing is ever unpickled."""
+
+    name = "json"
+
+    def _encode_other(self, key: str, value: object) -> bytes:
+        try:
+            text = json.dumps(_JSON_TAGGER.tag(value), separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(
+                f"session[{key!r}] holds a {_describe(value)}, which strict JSON"
+                f" mode cannot store ({exc}); store JSON types, tuples, bytes,"
+                " Markup, UUID or datetime, or use PICKLESESSION_SERIALIZER ="
+                " 'pickle'",
+                key,
+            ) from exc
+        return _JSON + text.encode("utf-8")
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    allowed: frozenset[str] = frozenset()
+
+    def find_class(self, module: str, name: str) -> t.Any:
+        if f"{module}.{name}" not in self.allowed:
+            raise CorruptEntry(
+                f"global {module}.{name} is not in PICKLESESSION_PICKLE_ALLOWLIST"
+            )
+        return super().find_class(module, name)
+
+
+class PickleCodec(Codec):
+    """Pickle mode: any picklable value, at the highest protocol."""
+
+    name = "pickle"
+
+    def __init__(self, allowlist: Iterable[str] | None = None) -> None:
+        self._unpickler: type[_AllowlistUnpickler] | None = None
+        if allowlist is not None:
+            names = frozenset(allowlist)
+            self._unpickler = type(
+                "_Unpickler", (_AllowlistUnpickler,), {"allowed": names}
+            )
+
+    def _encode_other(self, key: str, value: object) -> bytes:
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # pickle raises TypeError, AttributeError, ...
+            raise SerializationError(
+                f"session[{key!r}] holds a {_describe(value)}, which cannot be"
+                f" pickled ({type(exc).__name__}: {exc}); store plain data instead"
+                " of open files, sockets, locks or connections",
+                key,
+            ) from exc
+        return _PICKLE + _strip_pickle_header(data)
+
+    def _load_pickle(self, body: bytes) -> object:
+        if self._unpickler is None:
+            return pickle.loads(body, fix_imports=False)
+        return self._unpickler(io.BytesIO(body), fix_imports=False).load()
+
+
+def _strip_pickle_header(data: bytes) -> bytes:
+    """Drop the PROTO and FRAME opcodes, which the unpickler does not need.
+
+    Saves 11 bytes per stored value; decoding reads the opcodes that remain.
+    """
+    if data.startswith(_PICKLE_PREFIX):
+        data = data[2:]
+        if data[:1] == pickle.FRAME:
+            data = data[9:]
+    return data
+
+
+def make_codec(name: str, allowlist: Iterable[str] | None = None) -> Codec:
+    """Return the codec for a ``PICKLESESSION_SERIALIZER`` value."""
+    if name == "pickle":
+        return PickleCodec(allowlist)
+    if name == "json":
+        return JSONCodec()
+    raise ValueError(name)

@@ -1,0 +1,55 @@
+"""The cookie value: a signed session id plus two facts that save store calls.
+
+Layout: ``<sid>.<stamp><flag>.<signature>``, where ``stamp`` is the time in
+milliseconds (hex) at which the store's expiry of this session was last set,
+and ``flag`` is ``p`` for a permanent session and ``s`` otherwise. Knowing
+both from the cookie lets a request that never touches the session refresh a
+permanent cookie, and refresh the stored expiry only when it is due, without
+reading the store. No session data is in the cookie.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .ids import is_valid_sid
+
+if t.TYPE_CHECKING:
+    from .keys import KeyRing
+
+#: Longest cookie value looked at; anything longer is refused unread.
+MAX_COOKIE_LENGTH = 160
+
+
+class CookieRef(t.NamedTuple):
+    """What a verified cookie says."""
+
+    sid: str
+    #: When the stored expiry was last set, in ms since the epoch.
+    stamp: int
+    permanent: bool
+    #: True if only a fallback key verified the signature: re-issue the cookie.
+    by_fallback: bool
+
+
+def make_cookie(ring: KeyRing, sid: str, stamp: int, permanent: bool) -> str:
+    """Return the signed cookie value, signed with the current key."""
+    return ring.sign(f"{sid}.{stamp:x}{'p' if permanent else 's'}")
+
+
+def read_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
+    """Verify a cookie value; None for anything not signed by a known key."""
+    if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
+        return None
+    verified = ring.unsign(value)
+    if verified is None:
+        return None
+    payload, by_fallback = verified
+    sid, _, meta = payload.partition(".")
+    if not is_valid_sid(sid) or len(meta) < 2 or meta[-1] not in "ps":
+        return None
+    try:
+        stamp = int(meta[:-1], 16)
+    except ValueError:
+        return None
+    return CookieRef(sid, stamp, meta[-1] == "p", by_fallback)

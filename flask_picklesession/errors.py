@@ -1,0 +1,57 @@
+"""Every error the package raises on purpose shares one base class.
+
+Callers can catch :class:`SessionError` to handle them all, or a subclass for
+one situation. Errors coming from a store client or a serializer are chained
+(``raise ... from exc``) so the original cause stays in the traceback.
+"""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class of the errors raised by flask-picklesession."""
+
+
+class ConfigurationError(SessionError, ValueError):
+    """A ``PICKLESESSION_*`` setting, a secret key or a store client is unusable.
+
+    Raised at ``init_app`` or on the first request of an app, never later.
+    """
+
+
+class StoreUnavailable(SessionError):
+    """The store could not be reached, refused a command or could not be written.
+
+    A save that raised this did not happen: nothing is reported as stored when
+    it was not.
+    """
+
+
+class SessionTooLarge(SessionError, ValueError):
+    """A serialized session is larger than ``PICKLESESSION_MAX_SIZE``.
+
+    Raised before anything is written, so the stored session stays as it was.
+    """
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        what = f"{size} bytes" if size is not None else "larger"
+        super().__init__(
+            f"the serialized session would be {what}, over the limit of"
+            f" {limit} bytes (PICKLESESSION_MAX_SIZE)"
+        )
+        #: Size in bytes the session would have had, if known.
+        self.size = size
+        #: The configured limit in bytes.
+        self.limit = limit
+
+
+class SerializationError(SessionError, TypeError):
+    """A session value cannot be held by the configured serializer.
+
+    The message names the session key and the type of its value.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        #: The top-level session key whose value could not be serialized.
+        self.key = key

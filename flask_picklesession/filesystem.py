@@ -1,0 +1,285 @@
+"""The filesystem store: one file per session, safe for several processes.
+
+Each file is an 8-byte big-endian expiry (milliseconds since the epoch)
+followed by the record. Readers take no lock: files are replaced atomically
+(written to a temporary file in the same folder, then ``os.replace``), so a
+reader sees the old or the new file, never half of one. Writers of one
+session serialize on an ``flock`` of one of a fixed set of lock files, held
+only while merging a save, never from loading to saving. Files are never
+followed through symbolic links.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import stat
+import struct
+import tempfile
+import time
+import typing as t
+
+from .errors import StoreUnavailable
+from .record import CorruptRecord, apply_ops, build
+from .store import CORRUPT, GONE, TOO_LARGE, EntryInfo, Store
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .record import Op
+
+_EXPIRY = struct.Struct(">Q")
+_NAME = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}")
+_OPEN_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_RW = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: Number of lock files; sessions hash onto them.
+LOCK_STRIPES = 64
+#: Temporary files older than this are leftovers of a crash.
+_STALE_TEMP_SECONDS = 3600
+#: Largest file :meth:`FileSystemStore.load` reads: a file that claims more is
+#: refused as corrupt before memory is allocated for it.
+MAX_FILE_SIZE = 64 * 1024 * 1024
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FileSystemStore(Store):
+    """Keep sessions as files in ``directory`` (created with mode 0700)."""
+
+    needs_cleanup = True
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        #: Folder that holds the session files.
+        self.directory = os.fspath(directory)
+
+    def __repr__(self) -> str:
+        return f"FileSystemStore({self.directory!r})"
+
+    # -- paths and locks ---------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        if _NAME.fullmatch(key) is None:
+            raise ValueError(f"not a valid store key: {key!r}")
+        return os.path.join(self.directory, key)
+
+    def _ensure_directory(self) -> None:
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the session folder {self.directory!r}: {exc}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Hold the lock stripe of ``key``: excludes other threads and processes."""
+        self._ensure_directory()
+        stripe = hashlib.sha256(key.encode()).digest()[0] % LOCK_STRIPES
+        lock_path = os.path.join(self.directory, f".lock-{stripe:02d}")
+        try:
+            fd = os.open(lock_path, _OPEN_RW | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open lock file: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    # -- reading -----------------------------------------------------------
+
+    def _open_entry(self, path: str, flags: int) -> int | None:
+        """Open a session file, refusing links and anything not a regular file."""
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
+                raise CorruptRecord("session entry is not a regular file") from exc
+            raise StoreUnavailable(f"cannot open session file: {exc}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
+            os.close(fd)
+            raise CorruptRecord("session entry is not a regular file of sane size")
+        return fd
+
+    def _read_file(self, path: str) -> tuple[int, bytes] | None:
+        """Return ``(expiry, record)`` of a file, or None if there is none."""
+        fd = self._open_entry(path, _OPEN_READ)
+        if fd is None:
+            return None
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read session file: {exc}") from exc
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) < _EXPIRY.size:
+            raise CorruptRecord("session file is shorter than its header")
+        return _EXPIRY.unpack_from(data)[0], data[_EXPIRY.size :]
+
+    def _read_live(self, key: str) -> bytes | None:
+        """Read a record, removing it if it has expired."""
+        path = self._path(key)
+        found = self._read_file(path)
+        if found is None:
+            return None
+        expiry, record = found
+        if expiry > _now_ms():
+            return record
+        self._remove_if_expired(key)
+        return None
+
+    def _remove_if_expired(self, key: str) -> bool:
+        with self._locked(key):
+            path = self._path(key)
+            try:
+                found = self._read_file(path)
+            except CorruptRecord:
+                return False
+            if found is None or found[0] > _now_ms():
+                return False
+            self._unlink(path)
+            return True
+
+    def load(self, key: str, ttl: int | None = None) -> bytes | None:
+        record = self._read_live(key)
+        if record is not None and ttl is not None and not self.touch(key, ttl):
+            return None
+        return record
+
+    def info(self, key: str) -> EntryInfo | None:
+        found = self._read_file(self._path(key))
+        if found is None or found[0] <= _now_ms():
+            return None
+        return EntryInfo(len(found[1]), found[0] - _now_ms())
+
+    def scan(self, prefix: str) -> Iterator[str]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot list the session folder: {exc}") from exc
+        for name in names:
+            if name.startswith(prefix) and _NAME.fullmatch(name):
+                yield name
+
+    # -- writing -----------------------------------------------------------
+
+    def touch(self, key: str, ttl: int) -> bool:
+        """Rewrite only the 8-byte expiry header, in place."""
+        fd = self._open_entry(self._path(key), _OPEN_RW)
+        if fd is None:
+            return False
+        try:
+            header = os.pread(fd, _EXPIRY.size, 0)
+            if len(header) < _EXPIRY.size or _EXPIRY.unpack(header)[0] <= _now_ms():
+                return False
+            os.pwrite(fd, _EXPIRY.pack(_now_ms() + ttl), 0)
+            return True
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot refresh session file: {exc}") from exc
+        finally:
+            os.close(fd)
+
+    def _write(self, key: str, record: bytes, ttl: int) -> None:
+        """Write a file atomically: temporary file first, then ``os.replace``."""
+        data = _EXPIRY.pack(_now_ms() + ttl) + record
+        try:
+            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write to the session folder: {exc}") from exc
+        try:
+            with open(fd, "wb") as handle:  # mkstemp made it 0600
+                handle.write(data)
+            os.replace(temp, self._path(key))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise StoreUnavailable(f"cannot write session file: {exc}") from exc
+
+    def _unlink(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot delete session file: {exc}") from exc
+
+    def create(self, key: str, record: bytes, ttl: int) -> bool:
+        with self._locked(key):
+            try:
+                if self._read_live_locked(key) is not None:
+                    return False
+            except CorruptRecord:
+                pass  # overwritten below; an id is never reused anyway
+            self._write(key, record, ttl)
+            return True
+
+    def _read_live_locked(self, key: str) -> bytes | None:
+        found = self._read_file(self._path(key))
+        if found is None or found[0] <= _now_ms():
+            return None
+        return found[1]
+
+    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
+        with self._locked(key):
+            try:
+                entries = apply_ops(self._read_live_locked(key), ops)
+            except CorruptRecord:
+                return CORRUPT
+            if entries is None:
+                return GONE
+            if not entries:
+                self._unlink(self._path(key))
+                return 0
+            record = build(entries)
+            if len(record) > max_size:
+                return TOO_LARGE
+            self._write(key, record, ttl)
+            return len(entries)
+
+    def delete(self, key: str) -> None:
+        with self._locked(key):
+            path = self._path(key)
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    self._unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def cleanup(self) -> int:
+        """Remove expired session files and temporary files left by a crash."""
+        removed = 0
+        for key in self.scan(""):
+            with contextlib.suppress(CorruptRecord):
+                removed += self._remove_if_expired(key)
+        removed += self._remove_stale_temps()
+        return removed
+
+    def _remove_stale_temps(self) -> int:
+        removed = 0
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.directory):
+                if entry.name.startswith(".tmp-") and entry.is_file(
+                    follow_symlinks=False
+                ) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed

@@ -1,0 +1,136 @@
+"""The Flask session interface: opens sessions lazily and saves what changed."""
+
+from __future__ import annotations
+
+import time
+import typing as t
+import weakref
+
+from flask.sessions import SessionInterface
+
+from .binding import Binding
+from .cookie import read_cookie
+from .errors import ConfigurationError
+from .ids import new_sid
+from .saving import save
+from .session import ServerSession
+from .settings import build_settings
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from flask import Flask, Request, Response
+    from flask.sessions import SessionMixin
+
+    from .settings import Settings
+    from .store import Store
+
+
+class PickleSession(SessionInterface):
+    """Server-side sessions for Flask: a signed id in the cookie, data in a store.
+
+    Use ``app.session_interface = PickleSession()``, ``PickleSession(app)`` or
+    ``init_app(app)``. Settings come from ``app.config`` on first use, per app;
+    arguments given here win over the config.
+    """
+
+    #: Flask's flag for interfaces that may unpickle; False in strict JSON mode.
+    pickle_based = True
+    #: The class of the session objects handed to views.
+    session_class = ServerSession
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        store: Store | None = None,
+        serializer: str | None = None,
+        key_prefix: str | None = None,
+        max_size: int | None = None,
+        pickle_allowlist: Iterable[str] | None = None,
+    ) -> None:
+        self._overrides: dict[str, t.Any] = {
+            "PICKLESESSION_STORE": store,
+            "PICKLESESSION_SERIALIZER": serializer,
+            "PICKLESESSION_KEY_PREFIX": key_prefix,
+            "PICKLESESSION_MAX_SIZE": max_size,
+            "PICKLESESSION_PICKLE_ALLOWLIST": pickle_allowlist,
+        }
+        if serializer == "json":
+            self.pickle_based = False
+        self._settings: weakref.WeakKeyDictionary[Flask, Settings] = (
+            weakref.WeakKeyDictionary()
+        )
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Install on ``app`` and check its configuration now."""
+        app.session_interface = self
+        self.settings_for(app)
+
+    def settings_for(self, app: Flask) -> Settings:
+        """Return the checked ``PICKLESESSION_*`` settings of ``app``."""
+        settings = self._settings.get(app)
+        if settings is None:
+            settings = self._settings[app] = build_settings(app, self._overrides)
+        return settings
+
+    def _binding(self, app: Flask, request: Request | None) -> Binding | None:
+        secret_key = app.config.get("SECRET_KEY")
+        if not secret_key:
+            return None  # Flask's null session explains that a key is missing
+        settings = self.settings_for(app)
+        ring = settings.keyring(secret_key, app.config.get("SECRET_KEY_FALLBACKS"))
+        cookie = None
+        if request is not None:
+            cookie = read_cookie(ring, request.cookies.get(self.get_cookie_name(app)))
+        ttl = int(app.permanent_session_lifetime.total_seconds() * 1000)
+        if ttl <= 0:
+            raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
+        return Binding(
+            store=settings.store, codec=settings.codec, ring=ring,
+            prefix=settings.key_prefix, max_size=settings.max_size, ttl=ttl,
+            now=time.time_ns() // 1_000_000, cookie=cookie,
+            refresh=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]),
+        )
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession | None:
+        """Return a session bound to the request's cookie; the store is not read yet."""
+        binding = self._binding(app, request)
+        if binding is None:
+            return None
+        sid = binding.cookie.sid if binding.cookie is not None else new_sid()
+        return self.session_class(binding, sid)
+
+    def save_session(
+        self, app: Flask, session: SessionMixin, response: Response
+    ) -> None:
+        """Write what the request changed and update the cookie to match."""
+        if not isinstance(session, ServerSession):
+            return
+        if session.accessed:
+            response.vary.add("Cookie")
+        update = save(session)
+        if update is None:
+            return
+        options = self._cookie_options(app)
+        name = self.get_cookie_name(app)
+        if update.value is None:
+            response.delete_cookie(name, **options)
+        else:
+            response.set_cookie(name, update.value, expires=update.expires, **options)
+        response.vary.add("Cookie")
+
+    def _cookie_options(self, app: Flask) -> dict[str, t.Any]:
+        options = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        partitioned = getattr(self, "get_cookie_partitioned", None)
+        if partitioned is not None:  # Flask >= 3.1
+            options["partitioned"] = partitioned(app)
+        return options

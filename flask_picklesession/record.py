@@ -1,0 +1,171 @@
+"""The stored format of one session, shared by every store.
+
+A record is one version byte followed by entries, one per top-level session
+key::
+
+    record := FORMAT_VERSION entry*
+    entry  := varint(len(key)) key varint(len(value)) mac[16] value
+
+``key`` is the UTF-8 session key, ``value`` an encoded value (see
+:mod:`.codec`), and ``mac`` the first 16 bytes of
+``HMAC-SHA256(payload_key, sid || varint(len(key)) || key || value)``. The MAC
+binds each value to its session id and key, so an entry cannot be moved to
+another session or key, and is checked before anything is decoded.
+
+Entries are independent, so a store can merge a save into the current record
+(set or delete single keys) without the keys: this is what keeps concurrent
+requests from overwriting each other, and the Redis store does it in a Lua
+script that follows :func:`apply_ops` exactly.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .keys import MAC_SIZE
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from .keys import KeyRing
+
+#: Version of this layout; a reader refuses records of any other version.
+FORMAT_VERSION = 1
+_HEADER = bytes([FORMAT_VERSION])
+
+#: Patch operations, as sent to a store: set a key, set it only if its current
+#: MAC is still the expected one (used to re-key an entry without overwriting a
+#: concurrent change), delete a key.
+OP_SET, OP_SET_IF_MAC, OP_DELETE = b"s", b"c", b"d"
+
+#: One patch operation: (op, UTF-8 key, payload). The payload is ``mac+value``
+#: for OP_SET, ``old_mac+mac+value`` for OP_SET_IF_MAC, empty for OP_DELETE.
+Op = t.Tuple[bytes, bytes, bytes]
+
+
+class CorruptRecord(Exception):
+    """A stored record does not follow this format."""
+
+
+class Entry(t.NamedTuple):
+    """One parsed entry: its MAC and encoded value."""
+
+    mac: bytes
+    value: bytes
+
+
+def encode_varint(number: int) -> bytes:
+    """Encode a non-negative integer in 7-bit groups, low group first."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    number = shift = 0
+    while True:
+        if pos >= len(data) or shift > 28:
+            raise CorruptRecord("truncated or oversized length")
+        byte = data[pos]
+        pos += 1
+        number |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return number, pos
+        shift += 7
+
+
+def parse_raw(record: bytes) -> dict[bytes, bytes]:
+    """Split a record into ``{key: mac+value}``, checking only the layout.
+
+    Every declared length is checked against the bytes that are really there
+    before anything is sliced, so a forged length cannot allocate memory.
+    """
+    if record[:1] != _HEADER:
+        raise CorruptRecord("unknown format version")
+    entries: dict[bytes, bytes] = {}
+    pos, end = 1, len(record)
+    while pos < end:
+        key_len, pos = _read_varint(record, pos)
+        if key_len > end - pos:
+            raise CorruptRecord("key runs past the end")
+        key, pos = record[pos : pos + key_len], pos + key_len
+        value_len, pos = _read_varint(record, pos)
+        if value_len + MAC_SIZE > end - pos:
+            raise CorruptRecord("value runs past the end")
+        entries[key] = record[pos : pos + MAC_SIZE + value_len]
+        pos += MAC_SIZE + value_len
+    return entries
+
+
+def build(entries: Mapping[bytes, bytes]) -> bytes:
+    """Join ``{key: mac+value}`` into a record; the inverse of :func:`parse_raw`."""
+    parts = [_HEADER]
+    for key, body in entries.items():
+        parts += (encode_varint(len(key)), key)
+        parts += (encode_varint(len(body) - MAC_SIZE), body)
+    return b"".join(parts)
+
+
+def apply_ops(record: bytes | None, ops: Sequence[Op]) -> dict[bytes, bytes] | None:
+    """Merge patch operations into a record; None when there is no record.
+
+    The Redis store's Lua script implements the same rules.
+    """
+    if record is None:
+        return None
+    entries = parse_raw(record)
+    for op, key, payload in ops:
+        if op == OP_SET:
+            entries[key] = payload
+        elif op == OP_DELETE:
+            entries.pop(key, None)
+        elif key in entries and entries[key][:MAC_SIZE] == payload[:MAC_SIZE]:
+            entries[key] = payload[MAC_SIZE:]
+    return entries
+
+
+def _mac_message(sid: bytes, key: bytes, value: bytes) -> bytes:
+    return b"".join((sid, encode_varint(len(key)), key, value))
+
+
+def seal(ring: KeyRing, sid: str, key: bytes, value: bytes) -> bytes:
+    """Return ``mac+value`` for ``value`` stored under ``key`` of session ``sid``."""
+    return ring.mac(_mac_message(sid.encode("ascii"), key, value)) + value
+
+
+def open_entries(
+    ring: KeyRing, sid: str, raw: Mapping[bytes, bytes]
+) -> tuple[dict[str, Entry], set[str]]:
+    """Check every entry's MAC; return ``(entries, keys MACed by a fallback key)``.
+
+    Raises :class:`CorruptRecord` on the first entry no key verifies: a record
+    with one forged entry is not trusted at all.
+    """
+    sid_bytes = sid.encode("ascii")
+    entries: dict[str, Entry] = {}
+    stale: set[str] = set()
+    for key, body in raw.items():
+        mac, value = body[:MAC_SIZE], body[MAC_SIZE:]
+        used = ring.check_mac(_mac_message(sid_bytes, key, value), mac)
+        if used is None:
+            raise CorruptRecord("an entry failed its MAC check")
+        try:
+            name = key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptRecord("a key is not UTF-8") from exc
+        entries[name] = Entry(mac, value)
+        if used:
+            stale.add(name)
+    return entries, stale
+
+
+def record_size(entries: Iterable[tuple[bytes, bytes]]) -> int:
+    """Size :func:`build` would produce for ``(key, mac+value)`` pairs."""
+    size = len(_HEADER)
+    for key, body in entries:
+        size += len(encode_varint(len(key))) + len(key)
+        size += len(encode_varint(len(body) - MAC_SIZE)) + len(body)
+    return size

@@ -1,0 +1,201 @@
+"""The Redis store: one string key per session, native expiry, Lua merges.
+
+Works with ``redis.Redis``, ``redis.cluster.RedisCluster`` and Sentinel
+``master_for()`` clients, accepted for what they can do rather than their
+class. Each operation is one round trip: GET or GETEX to load, SET NX to
+create, one script to merge a save, DEL to delete. Every session lives in a
+single key, so the script is safe on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing as t
+
+from .errors import ConfigurationError, StoreUnavailable
+from .record import CorruptRecord
+from .store import EntryInfo, Store
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .record import Op
+
+#: Merges a patch into the record; follows ``record.apply_ops`` exactly.
+#: ARGV: ttl in ms, size limit, then (op, key, payload) triples.
+MERGE_SCRIPT = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return -1 end
+if string.byte(cur, 1) ~= 1 then return -3 end
+local function read_varint(s, pos)
+  local n, mul = 0, 1
+  while true do
+    local b = string.byte(s, pos)
+    if b == nil or mul > 268435456 then return nil, pos end
+    pos = pos + 1
+    if b < 128 then return n + b * mul, pos end
+    n = n + (b - 128) * mul
+    mul = mul * 128
+  end
+end
+local function varint(n)
+  local out = {}
+  while n > 127 do
+    out[#out + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  out[#out + 1] = string.char(n)
+  return table.concat(out)
+end
+local order, body = {}, {}
+local pos, last = 2, #cur
+while pos <= last do
+  local klen, vlen
+  klen, pos = read_varint(cur, pos)
+  if not klen or pos + klen - 1 > last then return -3 end
+  local key = string.sub(cur, pos, pos + klen - 1)
+  pos = pos + klen
+  vlen, pos = read_varint(cur, pos)
+  if not vlen or pos + 16 + vlen - 1 > last then return -3 end
+  if body[key] == nil then order[#order + 1] = key end
+  body[key] = string.sub(cur, pos, pos + 16 + vlen - 1)
+  pos = pos + 16 + vlen
+end
+for i = 3, #ARGV, 3 do
+  local op, key, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if op == 's' then
+    if body[key] == nil then order[#order + 1] = key end
+    body[key] = payload
+  elseif op == 'd' then
+    if body[key] then body[key] = false end
+  elseif body[key] and string.sub(body[key], 1, 16) == string.sub(payload, 1, 16) then
+    body[key] = string.sub(payload, 17)
+  end
+end
+local parts, count, size = {string.char(1)}, 0, 1
+for _, key in ipairs(order) do
+  local b = body[key]
+  if b then
+    local piece = varint(#key) .. key .. varint(#b - 16) .. b
+    parts[#parts + 1] = piece
+    size = size + #piece
+    count = count + 1
+  end
+end
+if count == 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if size > tonumber(ARGV[2]) then return -2 end
+redis.call('SET', KEYS[1], table.concat(parts), 'PX', ARGV[1])
+return count
+"""
+
+_REQUIRED = ("get", "getex", "set", "delete", "pexpire", "pttl", "strlen",
+             "register_script", "scan_iter")
+
+
+def _redis_module() -> t.Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the Redis store needs redis-py: pip install 'flask-picklesession[redis]'"
+        ) from exc
+    return redis
+
+
+def _check_client(client: object, name: str) -> None:
+    missing = [m for m in _REQUIRED if not callable(getattr(client, m, None))]
+    if missing:
+        raise ConfigurationError(
+            f"{name} must be a redis-py client (redis.Redis, RedisCluster or a"
+            f" Sentinel master_for() client); {type(client).__qualname__} lacks"
+            f" {', '.join(missing)}"
+        )
+    get_kwargs = getattr(client, "get_connection_kwargs", None)
+    kwargs = get_kwargs() if callable(get_kwargs) else {}
+    if isinstance(kwargs, dict) and kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            f"{name} was created with decode_responses=True; sessions are stored"
+            " as bytes, so give the store a client without it"
+        )
+
+
+class RedisStore(Store):
+    """Keep sessions in Redis through a ready redis-py ``client``."""
+
+    def __init__(self, client: t.Any, *, _config_name: str = "RedisStore client") -> None:
+        _check_client(client, _config_name)
+        self._redis = _redis_module()
+        #: The redis-py client this store talks through.
+        self.client = client
+        self._merge = client.register_script(MERGE_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: t.Any) -> RedisStore:
+        """Build a store with a ``redis.Redis`` client for ``url``."""
+        return cls(_redis_module().Redis.from_url(url, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.client!r})"
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn client errors into :class:`StoreUnavailable`, chained."""
+        try:
+            yield
+        except self._redis.exceptions.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                raise CorruptRecord("key holds another Redis type") from exc
+            raise StoreUnavailable(f"Redis refused to {action}: {exc}") from exc
+        except (self._redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable to {action}: {exc}") from exc
+
+    def load(self, key: str, ttl: int | None = None) -> bytes | None:
+        with self._errors("load a session"):
+            if ttl is None:
+                data = self.client.get(key)
+            else:
+                data = self.client.getex(key, px=ttl)
+        if data is not None and not isinstance(data, bytes):
+            raise CorruptRecord("Redis returned text; is decode_responses on?")
+        return t.cast("bytes | None", data)
+
+    def create(self, key: str, record: bytes, ttl: int) -> bool:
+        with self._errors("create a session"):
+            return bool(self.client.set(key, record, px=ttl, nx=True))
+
+    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
+        args: list[t.Any] = [ttl, max_size]
+        for op in ops:
+            args.extend(op)
+        with self._errors("save a session"):
+            return int(self._merge(keys=[key], args=args))
+
+    def touch(self, key: str, ttl: int) -> bool:
+        with self._errors("refresh a session"):
+            return bool(self.client.pexpire(key, ttl))
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete a session"):
+            self.client.delete(key)
+
+    def scan(self, prefix: str) -> Iterator[str]:
+        pattern = _glob_escape(prefix) + "*"
+        with self._errors("list sessions"):
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                yield key.decode() if isinstance(key, bytes) else key
+
+    def info(self, key: str) -> EntryInfo | None:
+        with self._errors("inspect a session"):
+            ttl = self.client.pttl(key)
+            size = self.client.strlen(key) if ttl != -2 else 0
+        if ttl == -2:
+            return None
+        return EntryInfo(int(size), int(ttl))
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob characters so a prefix matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

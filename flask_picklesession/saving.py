@@ -1,0 +1,264 @@
+"""Saving a session at the end of a request: the least the store must do.
+
+The save looks at what the request really changed and picks one operation:
+nothing (untouched or read-only), an expiry refresh, a merge of the changed
+keys into the stored record, the creation of a new record, or a deletion.
+It returns what the response's cookie must become.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import typing as t
+
+from .codec import IMMUTABLE_TYPES
+from .cookie import make_cookie
+from .errors import SerializationError, SessionTooLarge
+from .ids import new_sid, short_hash
+from .record import OP_DELETE, OP_SET, OP_SET_IF_MAC, build, encode_varint, seal
+from .store import CORRUPT, GONE, TOO_LARGE
+
+if t.TYPE_CHECKING:
+    from .binding import Binding
+    from .record import Op
+    from .session import ServerSession
+
+logger = logging.getLogger("flask_picklesession")
+
+#: Keys that alone do not make a session worth storing.
+_META_KEYS = frozenset({"_permanent"})
+#: Tries at creating a record under a fresh id before giving up.
+_CREATE_TRIES = 3
+
+
+class CookieUpdate(t.NamedTuple):
+    """The cookie to set (``value``) or, with ``value=None``, to delete."""
+
+    value: str | None
+    expires: datetime.datetime | None = None
+
+
+_DELETE = CookieUpdate(None)
+
+
+def save(session: ServerSession) -> CookieUpdate | None:
+    """Write what the request changed; return the cookie change, if any."""
+    if session._suppressed:
+        return None
+    if session._cleared:
+        return _save_cleared(session)
+    sets, deletes = _changes(session)
+    if session._replaced_sid is not None:
+        return _save_regenerated(session, sets)
+    if not sets and not deletes:
+        return _save_unchanged(session)
+    if not session._exists or session._binding.cookie is None:
+        return _create(session, sets, fresh_id=session._binding.cookie is not None)
+    return _patch(session, sets, deletes)
+
+
+# -- what changed ------------------------------------------------------------
+
+def _key_bytes(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise SerializationError(f"session keys must be str, not {type(key).__name__}")
+    try:
+        return key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(f"session key {key!r} is not valid text", key) from exc
+
+
+def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
+    """Return ``(encoded values to store, keys to delete)``.
+
+    Values read from the store are re-encoded and compared, so changes made
+    inside them (``session["cart"].append(x)``) are saved too; values of
+    immutable types are skipped, keeping the cost to what the request used.
+    """
+    codec = session._binding.codec
+    entries = session._entries or {}
+    sets: dict[str, bytes] = {}
+    for key, value in session._values.items():
+        _key_bytes(key)
+        if key in session._dirty or key not in entries:
+            sets[key] = codec.encode(key, value)
+        elif session._forced or type(value) not in IMMUTABLE_TYPES:
+            encoded = codec.encode(key, value)
+            stored = entries[key].value
+            if session._forced or (encoded != stored and not _same(session, stored, value)):
+                sets[key] = encoded
+    return sets, set(session._deleted)
+
+
+def _same(session: ServerSession, stored: bytes, value: object) -> bool:
+    """Compare by value when bytes differ (e.g. a set re-pickled in another order)."""
+    try:
+        return bool(session._binding.codec.decode(stored) == value)
+    except Exception:
+        return False
+
+
+# -- cookie ------------------------------------------------------------------
+
+def _is_permanent(session: ServerSession) -> bool:
+    if "_permanent" in session._values or session._entries is not None:
+        value = session._values.get("_permanent")
+        if value is None and session._entries and "_permanent" in session._entries:
+            value = session.get("_permanent")
+        return bool(value)
+    cookie = session._binding.cookie
+    return bool(cookie and cookie.permanent)
+
+
+def _cookie(session: ServerSession, stamp: int) -> CookieUpdate:
+    b = session._binding
+    permanent = _is_permanent(session)
+    value = make_cookie(b.ring, session.sid, stamp, permanent)
+    if not permanent:
+        return CookieUpdate(value)
+    expires = datetime.datetime.fromtimestamp((stamp + b.ttl) / 1000, datetime.timezone.utc)
+    return CookieUpdate(value, expires)
+
+
+# -- the operations ----------------------------------------------------------
+
+def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
+    """Read-only or untouched: at most an expiry refresh, never a data write."""
+    b = session._binding
+    cookie = b.cookie
+    if cookie is None or (session._entries is not None and not session._exists):
+        return None
+    stamp = cookie.stamp
+    if b.refresh and _is_permanent(session):
+        if b.refresh_due:
+            refreshed = session._entries is not None  # GETEX did it at load
+            if not refreshed and not b.store.touch(b.key(session.sid), b.ttl):
+                return None
+            stamp = b.now
+        return _cookie(session, stamp)
+    if cookie.by_fallback:
+        return _cookie(session, stamp)
+    return None
+
+
+def _sealed(b: Binding, sid: str, values: dict[str, bytes]) -> dict[bytes, bytes]:
+    sealed = {}
+    for key, value in values.items():
+        key_bytes = _key_bytes(key)
+        sealed[key_bytes] = seal(b.ring, sid, key_bytes, value)
+    return sealed
+
+
+def _create(
+    session: ServerSession, values: dict[str, bytes], fresh_id: bool
+) -> CookieUpdate | None:
+    """Store a session that has no record yet.
+
+    ``fresh_id`` gives it a new id first: an id that a client sent, or that
+    was deleted, is never stored again.
+    """
+    b = session._binding
+    if not set(values) - _META_KEYS:
+        return _DELETE if b.cookie is not None else None
+    for _ in range(_CREATE_TRIES):
+        if fresh_id:
+            session.sid = new_sid()
+        record = build(_sealed(b, session.sid, values))
+        if len(record) > b.max_size:
+            raise SessionTooLarge(len(record), b.max_size)
+        if b.store.create(b.key(session.sid), record, b.ttl):
+            session._exists = True
+            return _cookie(session, b.now)
+        fresh_id = True
+    raise RuntimeError("could not find an unused session id")  # pragma: no cover
+
+
+def _patch(session: ServerSession, sets: dict[str, bytes], deletes: set[str]) -> CookieUpdate | None:
+    """Merge the changed keys into the stored record, in one store operation."""
+    b = session._binding
+    ops: list[Op] = [(OP_SET, kb, body) for kb, body in _sealed(b, session.sid, sets).items()]
+    ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
+    ops += _rekey_ops(session, set(sets) | deletes)
+    if session._entries is not None:
+        _check_size(session, ops)
+    result = b.store.patch(b.key(session.sid), ops, b.ttl, b.max_size)
+    if result > 0:
+        return _cookie(session, b.now)
+    if result == 0:
+        return _DELETE
+    if result == TOO_LARGE:
+        raise SessionTooLarge(None, b.max_size)
+    if result == GONE and session._entries is not None:
+        logger.info(
+            "session %s was deleted while this request ran; its changes are dropped",
+            short_hash(session.sid),
+        )
+        return _DELETE
+    if result == CORRUPT:
+        logger.warning("stored session %s is unreadable; starting a new one",
+                       short_hash(session.sid))
+    # Written blind (never read) and the record is gone: keep the writes in
+    # a new session rather than lose them; the old one is not brought back.
+    session._exists = False
+    return _create(session, sets, fresh_id=True)
+
+
+def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
+    """Re-MAC entries still authenticated by a fallback key (rotation).
+
+    Conditional on the entry being unchanged, so a concurrent write wins.
+    """
+    b, entries = session._binding, session._entries or {}
+    ops: list[Op] = []
+    for key in session._stale - skip:
+        entry, kb = entries[key], _key_bytes(key)
+        ops.append((OP_SET_IF_MAC, kb, entry.mac + seal(b.ring, session.sid, kb, entry.value)))
+    return ops
+
+
+def _piece(key: bytes, body_len: int) -> int:
+    return len(encode_varint(len(key))) + len(key) + len(encode_varint(body_len - 16)) + body_len
+
+
+def _check_size(session: ServerSession, ops: list[Op]) -> None:
+    """Refuse, before writing, a save that would exceed the limit on its own."""
+    b = session._binding
+    sizes = {k.encode(): _piece(k.encode(), 16 + len(e.value))
+             for k, e in (session._entries or {}).items()}
+    for op, kb, payload in ops:
+        if op == OP_SET:
+            sizes[kb] = _piece(kb, len(payload))
+        elif op == OP_DELETE:
+            sizes.pop(kb, None)
+    size = 1 + sum(sizes.values())
+    if size > b.max_size:
+        raise SessionTooLarge(size, b.max_size)
+
+
+def _save_cleared(session: ServerSession) -> CookieUpdate | None:
+    """``session.clear()``: delete the stored session (log out)."""
+    b = session._binding
+    for sid in {b.cookie.sid if b.cookie else None, session._replaced_sid} - {None}:
+        b.store.delete(b.key(t.cast(str, sid)))
+    values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
+    session._exists = False
+    if set(values) - _META_KEYS:
+        return _create(session, values, fresh_id=True)
+    return _DELETE if b.cookie is not None else None
+
+
+def _save_regenerated(session: ServerSession, sets: dict[str, bytes]) -> CookieUpdate | None:
+    """Move the whole session to its new id, then delete the old id.
+
+    Unchanged values are moved as stored bytes, re-MACed for the new id but
+    never decoded; they were authenticated when the session was loaded.
+    """
+    b = session._binding
+    entries = session._entries or {}
+    values = {k: sets[k] if k in sets else entries[k].value for k in session}
+    update = _create(session, values, fresh_id=False)
+    if update is None:
+        update = _DELETE
+    b.store.delete(b.key(t.cast(str, session._replaced_sid)))
+    return update

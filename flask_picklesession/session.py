@@ -1,0 +1,202 @@
+"""The session object: a lazy mapping that knows exactly what changed.
+
+Nothing is read from the store until the session is first read; values are
+decoded one key at a time, on first access. At the end of the request the
+session can tell which keys were set, deleted, or changed in place, so the
+save sends only those keys and merges them into what is stored.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import MutableMapping
+
+from flask.sessions import SessionMixin
+
+from .binding import warn_corrupt
+from .codec import CorruptEntry
+from .ids import new_sid
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .binding import Binding
+    from .record import Entry
+
+_MISSING = object()
+
+
+class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
+    """A server-side session: ``session.sid`` is its id in the store."""
+
+    def __init__(self, binding: Binding, sid: str) -> None:
+        self._binding = binding
+        #: The session id; the store key is ``PICKLESESSION_KEY_PREFIX + sid``.
+        self.sid = sid
+        #: True once the request read or wrote the session (adds ``Vary: Cookie``).
+        self.accessed = False
+        #: Stored entries as loaded, or None before the first read.
+        self._entries: dict[str, Entry] | None = None
+        #: Keys whose MAC was made by a fallback key.
+        self._stale: set[str] = set()
+        self._exists = binding.cookie is not None
+        self._values: dict[str, t.Any] = {}
+        self._dirty: set[str] = set()
+        self._deleted: set[str] = set()
+        self._cleared = False
+        self._forced = False
+        self._suppressed = False
+        #: Id this session had before :meth:`regenerate`, to delete on save.
+        self._replaced_sid: str | None = None
+
+    # -- loading -----------------------------------------------------------
+
+    def _load(self) -> dict[str, Entry]:
+        if self._entries is None:
+            found = self._binding.load(self.sid) if self._exists else None
+            self._exists = found is not None
+            self._entries, self._stale = found if found is not None else ({}, set())
+        return self._entries
+
+    def _decode(self, key: str) -> t.Any:
+        entries = self._load()
+        if key in self._values:
+            return self._values[key]
+        if key in self._deleted or key not in entries:
+            return _MISSING
+        try:
+            value = self._binding.codec.decode(entries[key].value)
+        except CorruptEntry as exc:
+            warn_corrupt(self.sid, f"session[{key!r}]: {exc}")
+            self._discard_stored()
+            return _MISSING
+        self._values[key] = value
+        return value
+
+    def _discard_stored(self) -> None:
+        """Forget an untrustworthy stored session, keeping this request's writes."""
+        self._entries, self._stale, self._exists = {}, set(), False
+        self._values = {k: self._values[k] for k in self._dirty}
+        self._deleted.clear()
+
+    # -- mapping protocol --------------------------------------------------
+
+    def __getitem__(self, key: str) -> t.Any:
+        self.accessed = True
+        value = self._values.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._decode(key)
+            if value is _MISSING:
+                raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: t.Any = None) -> t.Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, value: t.Any) -> None:
+        self.accessed = True
+        self._suppressed = False
+        self._values[key] = value
+        self._dirty.add(key)
+        self._deleted.discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        self.accessed = True
+        if key not in self:
+            raise KeyError(key)
+        self._suppressed = False
+        self._values.pop(key, None)
+        self._dirty.discard(key)
+        if key in t.cast("dict[str, Entry]", self._entries):
+            self._deleted.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        if key in self._values:
+            return True
+        entries = self._load()
+        return key in entries and key not in self._deleted
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        entries = self._load()
+        keys = [k for k in entries if k not in self._deleted]
+        keys += [k for k in self._values if k not in entries]
+        return iter(keys)
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {dict(self)!r}>"
+
+    def copy(self) -> dict[str, t.Any]:
+        """Return the content as a plain dict."""
+        return dict(self)
+
+    def clear(self) -> None:
+        """Empty the session; on save it is deleted from the store (log out)."""
+        self.accessed = True
+        self._suppressed = False
+        self._cleared = True
+        self._entries, self._stale = {}, set()
+        self._values.clear()
+        self._dirty.clear()
+        self._deleted.clear()
+
+    # -- Flask's session attributes ------------------------------------------
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        """True if no stored session was found for this request."""
+        self._load()
+        return not self._exists
+
+    @property
+    def modified(self) -> bool:  # type: ignore[override]
+        """True if the session was changed through its mapping methods.
+
+        Setting it to True saves every key this request read; setting it to
+        False cancels saving the changes made so far.
+        """
+        if self._suppressed:
+            return False
+        return bool(self._dirty or self._deleted or self._cleared or self._forced
+                    or self._replaced_sid)
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._forced = bool(value)
+        self._suppressed = not value
+
+    @property
+    def permanent(self) -> bool:
+        """Flask's ``session.permanent``; known from the cookie before loading."""
+        self.accessed = True
+        if "_permanent" in self._values or self._entries is not None:
+            return bool(self.get("_permanent", False))
+        cookie = self._binding.cookie
+        return bool(cookie and cookie.permanent)
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        # Many apps set this on every request; do not turn each into a write.
+        if self.permanent != bool(value) or "_permanent" in self._dirty:
+            self["_permanent"] = bool(value)
+
+    def regenerate(self) -> None:
+        """Give the session a new id, keeping its data (defence against fixation).
+
+        The response carries the new id and the old one is deleted from the
+        store, so an old cookie then opens an empty session.
+        """
+        self.accessed = True
+        self._load()
+        self._suppressed = False
+        if self._replaced_sid is None and self._exists:
+            self._replaced_sid = self.sid
+        self.sid = new_sid()

@@ -1,0 +1,126 @@
+"""Per-app settings, read once from ``app.config`` and validated there.
+
+Flask's own cookie keys (``SESSION_COOKIE_*``, ``SESSION_REFRESH_EACH_REQUEST``,
+``PERMANENT_SESSION_LIFETIME``) and the secret keys are read on every request,
+as Flask does; only the ``PICKLESESSION_*`` keys are frozen here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing as t
+
+from .codec import Codec, make_codec
+from .errors import ConfigurationError
+from .filesystem import FileSystemStore
+from .keys import KeyRing, keyring_cache
+from .store import Store
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+#: Defaults of the ``PICKLESESSION_*`` keys (the file folder depends on the app).
+DEFAULTS: dict[str, t.Any] = {
+    "PICKLESESSION_STORE": "filesystem",
+    "PICKLESESSION_FILE_DIR": None,
+    "PICKLESESSION_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "PICKLESESSION_REDIS": None,
+    "PICKLESESSION_KEY_PREFIX": "session:",
+    "PICKLESESSION_SERIALIZER": "pickle",
+    "PICKLESESSION_MAX_SIZE": 256 * 1024,
+    "PICKLESESSION_PICKLE_ALLOWLIST": None,
+}
+_FILE_PREFIX = re.compile(r"(?:[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,99})?")
+_GLOBAL_NAME = re.compile(r"[\w.]+\.\w+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the interface needs about one app besides Flask's own keys."""
+
+    store: Store
+    codec: Codec
+    key_prefix: str
+    max_size: int
+    keyring: t.Callable[[object, object], KeyRing] = dataclasses.field(
+        default_factory=keyring_cache, compare=False
+    )
+
+
+def _option(app: Flask, overrides: dict[str, t.Any], name: str) -> t.Any:
+    if overrides.get(name) is not None:
+        return overrides[name]
+    return app.config.get(name, DEFAULTS[name])
+
+
+def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
+    """Read and check the ``PICKLESESSION_*`` keys; explicit arguments win."""
+    serializer = _option(app, overrides, "PICKLESESSION_SERIALIZER")
+    if serializer not in ("pickle", "json"):
+        raise ConfigurationError(
+            f"PICKLESESSION_SERIALIZER must be 'pickle' or 'json', not {serializer!r}"
+        )
+    allowlist = _allowlist(_option(app, overrides, "PICKLESESSION_PICKLE_ALLOWLIST"))
+    store = _store(app, overrides)
+    prefix = _option(app, overrides, "PICKLESESSION_KEY_PREFIX")
+    if not isinstance(prefix, str):
+        raise ConfigurationError("PICKLESESSION_KEY_PREFIX must be a str")
+    if isinstance(store, FileSystemStore) and not _FILE_PREFIX.fullmatch(prefix):
+        raise ConfigurationError(
+            "PICKLESESSION_KEY_PREFIX must be letters, digits and _ . : - (not"
+            f" starting with '.') with the filesystem store, not {prefix!r}"
+        )
+    max_size = _option(app, overrides, "PICKLESESSION_MAX_SIZE")
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 64:
+        raise ConfigurationError("PICKLESESSION_MAX_SIZE must be an int of at least 64")
+    return Settings(store, make_codec(serializer, allowlist), prefix, max_size)
+
+
+def _allowlist(value: object) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigurationError(
+            "PICKLESESSION_PICKLE_ALLOWLIST must be a list of 'module.Name' strings"
+        )
+    names = frozenset(t.cast("t.Iterable[object]", value))
+    bad = [n for n in names if not isinstance(n, str) or not _GLOBAL_NAME.fullmatch(n)]
+    if bad:
+        raise ConfigurationError(
+            f"PICKLESESSION_PICKLE_ALLOWLIST entries must look like 'module.Name': {bad!r}"
+        )
+    return t.cast("frozenset[str]", names)
+
+
+def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
+    choice = _option(app, overrides, "PICKLESESSION_STORE")
+    if isinstance(choice, Store):
+        return choice
+    if choice == "filesystem":
+        folder = _option(app, overrides, "PICKLESESSION_FILE_DIR")
+        if folder is None:
+            folder = os.path.join(app.instance_path, "sessions")
+        return FileSystemStore(folder)
+    if choice == "redis":
+        return _redis_store(app, overrides)
+    raise ConfigurationError(
+        "PICKLESESSION_STORE must be 'filesystem', 'redis' or a Store object,"
+        f" not {choice!r}"
+    )
+
+
+def _redis_store(app: Flask, overrides: dict[str, t.Any]) -> Store:
+    from .redis_store import RedisStore
+
+    client = _option(app, overrides, "PICKLESESSION_REDIS")
+    if client is not None:
+        return RedisStore(client, _config_name="PICKLESESSION_REDIS")
+    url = _option(app, overrides, "PICKLESESSION_REDIS_URL")
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError("PICKLESESSION_REDIS_URL must be a redis:// URL")
+    try:
+        return RedisStore.from_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"PICKLESESSION_REDIS_URL is not usable: {exc}") from exc

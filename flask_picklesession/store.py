@@ -1,0 +1,85 @@
+"""What every store does: keep records under keys, merge patches atomically.
+
+A store knows nothing of sessions, keys or serializers. It keeps opaque
+records (see :mod:`.record`) with an expiry, and applies patches so that
+concurrent saves of one session merge key by key instead of overwriting each
+other. All times are in milliseconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import typing as t
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .record import Op
+
+#: :meth:`Store.patch` results below zero.
+GONE = -1  #: the record is missing or expired: nothing was written
+TOO_LARGE = -2  #: the merged record would exceed the size limit: nothing written
+CORRUPT = -3  #: the stored record is unreadable: nothing was written
+
+
+class EntryInfo(t.NamedTuple):
+    """What :meth:`Store.info` tells about one stored record."""
+
+    size: int
+    #: Milliseconds until expiry.
+    ttl: int
+
+
+class Store(abc.ABC):
+    """Base class of session stores; see :class:`FileSystemStore`, :class:`RedisStore`.
+
+    Methods raise :class:`~flask_picklesession.StoreUnavailable` when the store
+    cannot be reached or written, and
+    :class:`~flask_picklesession.record.CorruptRecord` from :meth:`load` when
+    what is stored under a key is not a record.
+    """
+
+    #: Whether expired records stay around until :meth:`cleanup` removes them.
+    needs_cleanup: t.ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def load(self, key: str, ttl: int | None = None) -> bytes | None:
+        """Return the record under ``key``, or None if missing or expired.
+
+        With ``ttl``, also reset the record's expiry to ``ttl`` from now, in
+        the same operation and without rewriting the record.
+        """
+
+    @abc.abstractmethod
+    def create(self, key: str, record: bytes, ttl: int) -> bool:
+        """Store a new record; return False if ``key`` already holds one."""
+
+    @abc.abstractmethod
+    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
+        """Merge ``ops`` into the record atomically and reset its expiry.
+
+        Return the number of entries left (0: the record was deleted), or
+        :data:`GONE`, :data:`TOO_LARGE` or :data:`CORRUPT`. A missing record is
+        never created: a deleted session must stay deleted.
+        """
+
+    @abc.abstractmethod
+    def touch(self, key: str, ttl: int) -> bool:
+        """Reset the expiry of a live record; return False if there is none."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the record under ``key``, if any."""
+
+    @abc.abstractmethod
+    def scan(self, prefix: str) -> Iterator[str]:
+        """Yield the keys of live records that start with ``prefix``."""
+
+    @abc.abstractmethod
+    def info(self, key: str) -> EntryInfo | None:
+        """Return size and remaining lifetime of a live record, or None."""
+
+    def cleanup(self) -> int:
+        """Remove expired records; return how many. Stores that expire by
+        themselves have nothing to do."""
+        return 0
