@@ -59,7 +59,9 @@ class Binding:
             record = self.store.load(self.key(sid), ttl)
             if record is None:
                 return None
-            return open_entries(self.ring, sid, parse_raw(record))
+            entries, stale = open_entries(self.ring, sid, parse_raw(record))
+            self.codec.check(entries.values())
+            return entries, stale
         except CorruptRecord as exc:
             warn_corrupt(sid, str(exc))
             return None

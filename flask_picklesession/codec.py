@@ -19,9 +19,12 @@ import typing as t
 from flask.json.tag import TaggedJSONSerializer
 
 from .errors import SerializationError
+from .record import CorruptRecord
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from .record import Entry
 
 _STR, _INT, _FLOAT, _BYTES = b"s", b"i", b"f", b"b"
 _TRUE, _FALSE, _NONE = b"T", b"F", b"N"
@@ -107,6 +110,9 @@ class Codec:
         except Exception as exc:  # any failure of a decoder means a bad entry
             raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
 
+    def check(self, entries: Iterable[Entry]) -> None:
+        """Refuse, before any decoding, a record this codec must never decode."""
+
     def _encode_other(self, key: str, value: object) -> bytes:
         raise NotImplementedError
 
@@ -121,6 +127,10 @@ class JSONCodec(Codec):
     """Strict mode: Flask's tagged JSON types only; nothing is ever unpickled."""
 
     name = "json"
+
+    def check(self, entries: Iterable[Entry]) -> None:
+        if any(entry.value[:1] == _PICKLE for entry in entries):
+            raise CorruptRecord("a pickled entry is refused in strict JSON mode")
 
     def _encode_other(self, key: str, value: object) -> bytes:
         try:

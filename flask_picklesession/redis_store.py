@@ -127,7 +127,13 @@ class RedisStore(Store):
 
     def __init__(self, client: t.Any, *, _config_name: str = "RedisStore client") -> None:
         _check_client(client, _config_name)
-        self._redis = _redis_module()
+        self._redis = redis = _redis_module()
+        # RedisClusterException is not a RedisError; both mean "unavailable".
+        self._client_errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.RedisError,
+            getattr(redis.exceptions, "RedisClusterException", OSError),
+            OSError,
+        )
         #: The redis-py client this store talks through.
         self.client = client
         self._merge = client.register_script(MERGE_SCRIPT)
@@ -149,7 +155,7 @@ class RedisStore(Store):
             if str(exc).startswith("WRONGTYPE"):
                 raise CorruptRecord("key holds another Redis type") from exc
             raise StoreUnavailable(f"Redis refused to {action}: {exc}") from exc
-        except (self._redis.exceptions.RedisError, OSError) as exc:
+        except self._client_errors as exc:
             raise StoreUnavailable(f"Redis unavailable to {action}: {exc}") from exc
 
     def load(self, key: str, ttl: int | None = None) -> bytes | None:

@@ -53,6 +53,10 @@ def save(session: ServerSession) -> CookieUpdate | None:
         return _save_regenerated(session, sets)
     if not sets and not deletes:
         return _save_unchanged(session)
+    if session._entries is None and session._binding.ring.has_fallbacks:
+        # During a key rotation, read before a blind write so that entries
+        # still MACed with a fallback key are re-keyed by this save.
+        session._load()
     if not session._exists or session._binding.cookie is None:
         return _create(session, sets, fresh_id=session._binding.cookie is not None)
     return _patch(session, sets, deletes)

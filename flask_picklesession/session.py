@@ -123,13 +123,21 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[str]:
         self.accessed = True
         entries = self._load()
+        # Listing keys usually precedes reading them (dict(session), items()):
+        # decode first, so a value that cannot be decoded drops the stored
+        # session before any of its keys are handed out.
+        for key in list(entries):
+            self._decode(key)
+        entries = self._load()
         keys = [k for k in entries if k not in self._deleted]
         keys += [k for k in self._values if k not in entries]
         return iter(keys)
 
     def __len__(self) -> int:
         self.accessed = True
-        return sum(1 for _ in self)
+        entries = self._load()
+        stored = sum(1 for k in entries if k not in self._deleted)
+        return stored + sum(1 for k in self._values if k not in entries)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {dict(self)!r}>"

@@ -1,0 +1,509 @@
+"""The public contract, end to end through ``app.test_client()``, on every store.
+
+Each test names the contract item it proves. Store traffic is counted by the
+``store`` fixture, which wraps a real store.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import re
+import time
+
+import flask
+import pytest
+
+from flask_picklesession import PickleSession, SessionTooLarge, StoreUnavailable
+from tests.helpers import add_routes, cookie_value, put_cookie, set_cookie_headers, sid_of
+
+
+@pytest.fixture
+def client(app):
+    add_routes(app)
+    return app.test_client()
+
+
+def writes(counts):
+    return {k: v for k, v in counts.items() if k in ("create", "patch", "touch", "delete")}
+
+
+# -- 1, 2: the cookie holds only a signed random id ---------------------------
+
+def test_cookie_is_signed_id_only(client, store):
+    client.get("/set/card/4111-1111-secret")
+    value = cookie_value(client)
+    sid, meta, signature = value.split(".")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid)  # 32 random bytes
+    assert len(base64.urlsafe_b64decode(sid + "=")) == 32
+    assert re.fullmatch(r"[0-9a-f]+[ps]", meta)
+    assert "secret" not in value and b"secret" not in base64.urlsafe_b64decode(sid + "=")
+    assert client.get("/sid").data.decode() == sid
+
+
+def test_ids_are_random_per_session(app):
+    add_routes(app)
+    ids = set()
+    for _ in range(5):
+        c = app.test_client()
+        c.get("/set/a/1")
+        ids.add(sid_of(c))
+    assert len(ids) == 5
+
+
+def test_store_key_is_prefix_plus_sid(make_app, raw_store):
+    app = add_routes(make_app(PICKLESESSION_KEY_PREFIX="myapp:"))
+    c = app.test_client()
+    c.get("/set/a/1")
+    sid = sid_of(c)
+    assert raw_store.load("myapp:" + sid) is not None
+    assert raw_store.load("session:" + sid) is None
+
+
+# -- 3, 4: no needless store traffic or cookies ---------------------------------
+
+def test_untouched_request_costs_nothing(client, store):
+    client.get("/set/a/1")
+    store.reset()
+    rv = client.get("/untouched")
+    assert store.reset() == {}
+    assert set_cookie_headers(rv) == []
+    assert "Cookie" not in rv.headers.get("Vary", "")
+
+
+def test_new_session_that_stays_empty_is_never_stored(client, store):
+    rv = client.get("/get/a")
+    assert rv.data == b"None"
+    assert store.reset() == {}
+    assert set_cookie_headers(rv) == []
+
+
+def test_new_session_with_only_permanent_flag_is_not_stored(app, store):
+    @app.route("/perm-only")
+    def perm_only():
+        flask.session.permanent = True
+        return "ok"
+
+    rv = app.test_client().get("/perm-only")
+    assert writes(store.reset()) == {}
+    assert set_cookie_headers(rv) == []
+
+
+def test_read_only_request_reads_once_and_writes_nothing(client, store):
+    client.get("/set/a/1")
+    store.reset()
+    rv = client.get("/get/a")
+    assert rv.data == b"'1'"
+    assert store.reset() == {"load": 1}
+    assert set_cookie_headers(rv) == []
+
+
+def test_store_operations_per_request_type(client, store):
+    client.get("/set/a/1")
+    assert store.reset() == {"create": 1}
+    client.get("/set/b/2")  # blind write: merged without reading first
+    assert store.reset() == {"patch": 1}
+    client.get("/dump")
+    assert store.reset() == {"load": 1}
+    client.get("/clear")
+    assert store.reset() == {"delete": 1}
+
+
+def test_read_then_write_is_one_load_and_one_patch(app, store):
+    @app.route("/bump")
+    def bump():
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return str(flask.session["n"])
+
+    c = app.test_client()
+    assert c.get("/bump").data == b"1"
+    store.reset()
+    assert c.get("/bump").data == b"2"
+    assert store.reset() == {"load": 1, "patch": 1}
+
+
+def test_permanent_read_refreshes_cookie_but_not_data(make_app, store, raw_store):
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=4)))
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    sid = sid_of(c)
+    stored = raw_store.load("session:" + sid)
+    time.sleep(0.1)  # past 1% of the lifetime: the stored expiry is due a refresh
+    before = raw_store.info("session:" + sid).ttl
+    store.reset()
+    rv = c.get("/get/a")
+    assert rv.data == b"'1'"
+    assert store.reset() == {"load": 1}  # GETEX-style load, no rewrite
+    assert raw_store.info("session:" + sid).ttl > before
+    assert raw_store.load("session:" + sid) == stored
+    assert len(set_cookie_headers(rv)) == 1
+    assert sid_of(c) == sid
+
+
+def test_permanent_untouched_request_refreshes_cookie_without_store_call(make_app, store):
+    app = add_routes(make_app())
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    store.reset()
+    rv = c.get("/untouched")  # refresh not due yet: nothing to tell the store
+    assert store.reset() == {}
+    assert len(set_cookie_headers(rv)) == 1
+    assert "Cookie" in rv.headers["Vary"]
+
+
+def test_no_refresh_without_refresh_each_request(make_app, store):
+    app = add_routes(make_app(SESSION_REFRESH_EACH_REQUEST=False))
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    rv = c.get("/get/a")
+    assert set_cookie_headers(rv) == []
+
+
+def test_setting_permanent_again_is_not_a_write(app, store):
+    @app.route("/keep-permanent")
+    def keep_permanent():
+        flask.session.permanent = True
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    store.reset()
+    c.get("/keep-permanent")
+    assert writes(store.reset()) == {}
+
+
+# -- 5: clear ---------------------------------------------------------------------
+
+def test_clear_deletes_store_entry_and_cookie(client, raw_store):
+    client.get("/set/a/1")
+    sid = sid_of(client)
+    rv = client.get("/clear")
+    assert raw_store.load("session:" + sid) is None
+    assert any("Max-Age=0" in h or "Expires=Thu, 01 Jan 1970" in h for h in set_cookie_headers(rv))
+    assert cookie_value(client) is None
+
+
+def test_data_set_after_clear_goes_to_a_new_id(app, raw_store):
+    @app.route("/logout-and-note")
+    def logout_and_note():
+        flask.session.clear()
+        flask.session["note"] = "bye"
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/user/alice")
+    old = sid_of(c)
+    c.get("/logout-and-note")
+    assert raw_store.load("session:" + old) is None
+    assert sid_of(c) != old
+    assert c.get("/dump").data == b"[('note', 'bye')]"
+
+
+# -- 6: bad cookies --------------------------------------------------------------
+
+BAD_COOKIES = {
+    "garbage": "not-a-session",
+    "empty": "",
+    "truncated": None,  # filled from a real cookie
+    "tampered": None,
+    "unsigned": "A" * 43,
+    "non_ascii": "\u00e9t\u00e9." + "A" * 40,
+    "huge": "A" * 10_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_COOKIES))
+def test_bad_cookie_gives_new_empty_session(kind, app, store):
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    good = cookie_value(c)
+    value = BAD_COOKIES[kind]
+    if kind == "truncated":
+        value = good[:-5]
+    elif kind == "tampered":
+        value = ("B" if good[0] != "B" else "C") + good[1:]
+    store.reset()
+    # A raw header: the test client's own cookie jar would refuse a huge value.
+    rv = app.test_client().get("/dump", headers={"Cookie": f"session={value}"})
+    assert rv.status_code == 200
+    assert rv.data == b"[]"
+    assert store.reset() == {}  # nothing in the store touched
+
+
+def test_cookie_signed_with_unknown_key_is_ignored(app, store):
+    from tests.helpers import signed
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    sid = sid_of(c)
+    put_cookie(c, signed("someone else's key", f"{sid}.0s"))
+    store.reset()
+    assert c.get("/dump").data == b"[]"
+    assert store.reset() == {}
+
+
+def test_well_signed_but_malformed_id_never_reaches_store(app, store):
+    from tests.helpers import signed
+
+    add_routes(app)
+    c = app.test_client()
+    put_cookie(c, signed("current secret", "../../etc/passwd.0s"))
+    assert c.get("/dump").data == b"[]"
+    assert store.reset() == {}
+
+
+def test_unknown_but_well_formed_id_gives_empty_session(app, store):
+    from tests.helpers import signed
+
+    add_routes(app)
+    c = app.test_client()
+    put_cookie(c, signed("current secret", "A" * 43 + ".0s"))
+    assert c.get("/dump").data == b"[]"
+    c.get("/set/a/1")
+    assert sid_of(c) != "A" * 43  # a client-chosen id is never adopted
+
+
+# -- 7: key rotation --------------------------------------------------------------
+
+def test_rotation_old_cookie_loads_and_is_reissued(make_app):
+    old_app = add_routes(make_app(SECRET_KEY="old key"))
+    c = old_app.test_client()
+    c.get("/set/a/1")
+    old_cookie = cookie_value(c)
+
+    rotated = add_routes(make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"]))
+    rc = rotated.test_client()
+    put_cookie(rc, old_cookie)
+    rv = rc.get("/get/a")
+    assert rv.data == b"'1'"
+    assert len(set_cookie_headers(rv)) == 1  # re-issued on that same response
+    new_cookie = cookie_value(rc)
+    assert new_cookie != old_cookie
+    assert new_cookie.split(".")[0] == old_cookie.split(".")[0]
+
+    # The re-issued cookie verifies with the current key alone.
+    current_only = add_routes(make_app(SECRET_KEY="new key"))
+    cc = current_only.test_client()
+    put_cookie(cc, new_cookie)
+    assert cc.get("/get/a").data in (b"'1'", b"None")  # cookie accepted
+    store_sid = cc.get("/sid").data.decode()
+    assert store_sid == new_cookie.split(".")[0]
+
+
+def test_rotation_current_key_cookie_does_not_verify_with_old_key(make_app):
+    app = add_routes(make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"]))
+    c = app.test_client()
+    c.get("/set/a/1")
+    old_only = add_routes(make_app(SECRET_KEY="old key"))
+    oc = old_only.test_client()
+    put_cookie(oc, cookie_value(c))
+    assert oc.get("/sid").data.decode() != sid_of(c)
+
+
+@pytest.mark.parametrize("fallbacks", ["old key", b"old key"])
+def test_fallbacks_as_single_string_are_refused(make_app, fallbacks):
+    app = add_routes(make_app(SECRET_KEY="k", SECRET_KEY_FALLBACKS=fallbacks))
+    app.testing = True
+    with pytest.raises(ValueError, match="SECRET_KEY_FALLBACKS must be a list"):
+        app.test_client().get("/get/a")
+
+
+def test_missing_secret_key_says_to_set_it(make_app):
+    app = add_routes(make_app(SECRET_KEY=None))
+    app.testing = True
+    with pytest.raises(RuntimeError, match="secret"):
+        app.test_client().get("/set/a/1")
+
+
+# -- 10: expiry ---------------------------------------------------------------------
+
+def test_permanent_cookie_and_store_live_the_lifetime(make_app, raw_store):
+    lifetime = datetime.timedelta(days=3)
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=lifetime))
+    c = app.test_client()
+    rv = c.get("/permanent/a/1")
+    header = set_cookie_headers(rv)[0]
+    expires = re.search(r"Expires=([^;]+)", header).group(1)
+    when = datetime.datetime.strptime(expires, "%a, %d %b %Y %H:%M:%S GMT")
+    expected = datetime.datetime.utcnow() + lifetime
+    assert abs((when - expected).total_seconds()) < 5
+    ttl = raw_store.info("session:" + sid_of(c)).ttl
+    assert abs(ttl - lifetime.total_seconds() * 1000) < 5000
+
+
+def test_browser_session_cookie_but_store_still_expires(make_app, raw_store):
+    lifetime = datetime.timedelta(hours=2)
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=lifetime))
+    c = app.test_client()
+    rv = c.get("/set/a/1")
+    assert "Expires=" not in set_cookie_headers(rv)[0]
+    ttl = raw_store.info("session:" + sid_of(c)).ttl
+    assert abs(ttl - lifetime.total_seconds() * 1000) < 5000
+
+
+def test_expired_entry_is_never_returned(make_app, raw_store):
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(milliseconds=300)))
+    c = app.test_client()
+    c.get("/set/a/1")
+    sid = sid_of(c)
+    time.sleep(0.4)
+    assert c.get("/get/a").data == b"None"
+    assert raw_store.load("session:" + sid) is None
+
+
+# -- 11: regenerate -------------------------------------------------------------------
+
+def test_regenerate_keeps_data_new_id_old_id_gone(client, raw_store):
+    client.get("/set/user/alice")
+    old_cookie = cookie_value(client)
+    old = sid_of(client)
+    rv = client.get("/regenerate")
+    new = rv.data.decode()
+    assert new != old and sid_of(client) == new
+    assert client.get("/get/user").data == b"'alice'"
+    assert raw_store.load("session:" + old) is None
+    stale = client.application.test_client()
+    put_cookie(stale, old_cookie)
+    assert stale.get("/dump").data == b"[]"
+
+
+# -- 12: size limit -----------------------------------------------------------------
+
+def test_too_large_session_raises_and_keeps_previous(make_app, raw_store):
+    app = add_routes(make_app(PICKLESESSION_MAX_SIZE=1024))
+    app.testing = True
+    c = app.test_client()
+    c.get("/set/a/small")
+    sid = sid_of(c)
+    before = raw_store.load("session:" + sid)
+    with pytest.raises(SessionTooLarge) as info:
+        c.get("/set/b/" + "x" * 2000)
+    assert isinstance(info.value, ValueError)
+    assert raw_store.load("session:" + sid) == before
+    assert c.get("/get/a").data == b"'small'"
+
+
+def test_too_large_new_session_writes_nothing(make_app, store):
+    app = add_routes(make_app(PICKLESESSION_MAX_SIZE=1024))
+    app.testing = True
+    with pytest.raises(SessionTooLarge):
+        app.test_client().get("/set/b/" + "x" * 2000)
+    assert store.reset() == {}
+
+
+# -- 13: unreachable store --------------------------------------------------------
+
+def test_unwritable_session_folder_raises_store_unavailable(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    app = flask.Flask(__name__)
+    app.config.update(SECRET_KEY="k", PICKLESESSION_FILE_DIR=str(blocker / "sessions"))
+    app.testing = True
+    PickleSession(app)
+    add_routes(app)
+    with pytest.raises(StoreUnavailable):
+        app.test_client().get("/set/a/1")
+
+
+# -- 14, 17: Vary: Cookie when accessed ---------------------------------------------
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda s: "a" in s,
+        lambda s: len(s),
+        lambda s: list(s),
+        lambda s: s.get("a"),
+        lambda s: s["a"],
+        lambda s: s.keys(),
+        lambda s: s.permanent,
+        lambda s: s.setdefault("b", 1),
+    ],
+    ids=["in", "len", "iter", "get", "index", "keys", "permanent", "setdefault"],
+)
+def test_any_read_adds_vary_cookie(app, use):
+    @app.route("/use")
+    def use_session():
+        use(flask.session)
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    assert "Cookie" in c.get("/use").headers.get("Vary", "")
+
+
+# -- 18: modified and nested changes ------------------------------------------------
+
+def test_nested_change_is_saved_without_modified(app):
+    @app.route("/cart/add/<item>")
+    def add(item):
+        flask.session.setdefault("cart", []).append(item)
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/cart/add/apple")
+    c.get("/cart/add/pear")
+    assert c.get("/get/cart").data == b"['apple', 'pear']"
+
+
+def test_modified_true_saves_in_place_change(app):
+    @app.route("/touch-cart")
+    def touch_cart():
+        cart = flask.session["cart"]
+        cart.append("x")
+        flask.session.modified = True
+        return "ok"
+
+    @app.route("/start-cart")
+    def start_cart():
+        flask.session["cart"] = []
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/start-cart")
+    c.get("/touch-cart")
+    assert c.get("/get/cart").data == b"['x']"
+
+
+def test_reading_mutable_value_unchanged_writes_nothing(app, store):
+    @app.route("/start-cart")
+    def start_cart():
+        flask.session["cart"] = [{"sku": "A", "qty": 1}]
+        flask.session["tags"] = {"x", "y", "z"}
+        return "ok"
+
+    @app.route("/look")
+    def look():
+        return repr((flask.session["cart"], sorted(flask.session["tags"])))
+
+    c = app.test_client()
+    c.get("/start-cart")
+    store.reset()
+    c.get("/look")
+    assert store.reset() == {"load": 1}
+
+
+# -- Flask's cookie settings --------------------------------------------------------
+
+def test_flask_cookie_settings_are_honoured(make_app):
+    app = add_routes(make_app(
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_DOMAIN="example.com",
+        SESSION_COOKIE_PATH="/app",
+        SESSION_COOKIE_HTTPONLY=False,
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+    ))
+    rv = app.test_client().get("/set/a/1", base_url="https://www.example.com")
+    header = set_cookie_headers(rv)[0]
+    assert header.startswith("sid=")
+    assert "Domain=example.com" in header and "Path=/app" in header
+    assert "Secure" in header and "SameSite=Strict" in header
+    assert "HttpOnly" not in header

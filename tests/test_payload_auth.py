@@ -1,0 +1,336 @@
+"""Stored payloads are authenticated before anything is decoded (contract 8, 9, 13)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import pickle
+import uuid
+
+import flask
+import pytest
+from markupsafe import Markup
+
+from flask_picklesession import SerializationError
+from flask_picklesession.keys import KeyRing
+from flask_picklesession.record import build, parse_raw, seal
+from tests.helpers import add_routes, put_cookie, sid_of
+
+EXPLOITED = []
+
+
+class Exploit:
+    """Records that it ran when unpickled: what an attacker would inject."""
+
+    def __reduce__(self):
+        return (EXPLOITED.append, ("pwned",))
+
+
+@pytest.fixture
+def spy_unpickle(monkeypatch):
+    """Every call into pickle.loads, with the bytes it was given."""
+    calls = []
+    real = pickle.loads
+
+    def spy(data, *args, **kwargs):
+        calls.append(bytes(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(pickle, "loads", spy)
+    return calls
+
+
+def _write(raw_store, sid, record):
+    """Replace what is stored for ``sid`` as someone with store access could."""
+    key = "session:" + sid
+    raw_store.delete(key)
+    assert raw_store.create(key, record, 60_000)
+
+
+def _forged(secret, sid, values):
+    ring = KeyRing(secret)
+    return build({k.encode(): seal(ring, sid, k.encode(), v) for k, v in values.items()})
+
+
+def _stored_session(app):
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    return c, sid_of(c)
+
+
+def test_payload_forged_without_keys_is_never_unpickled(app, raw_store, spy_unpickle, caplog):
+    c, sid = _stored_session(app)
+    evil = b"p" + pickle.dumps(Exploit(), protocol=5)
+    _write(raw_store, sid, _forged("attacker's guess", sid, {"a": evil}))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/dump").data == b"[]"
+    assert EXPLOITED == [] and spy_unpickle == []
+    assert "MAC" in caplog.text and sid not in caplog.text
+
+
+def test_raw_pickle_in_store_is_never_unpickled(app, raw_store, spy_unpickle, caplog):
+    c, sid = _stored_session(app)
+    _write(raw_store, sid, pickle.dumps({"a": Exploit()}))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/dump").data == b"[]"
+    assert EXPLOITED == [] and spy_unpickle == []
+    assert "ignoring stored session" in caplog.text
+
+
+def test_payload_moved_from_another_session_is_refused(app, raw_store):
+    add_routes(app)
+    alice, bob = app.test_client(), app.test_client()
+    alice.get("/set/role/admin")
+    bob.get("/set/role/guest")
+    alice_record = raw_store.load("session:" + sid_of(alice))
+    _write(raw_store, sid_of(bob), alice_record)
+    assert bob.get("/dump").data == b"[]"
+
+
+def test_entry_moved_to_another_key_is_refused(app, raw_store):
+    c, sid = _stored_session(app)
+    c.get("/set/role/guest")
+    entries = parse_raw(raw_store.load("session:" + sid))
+    entries[b"admin"] = entries.pop(b"role")
+    _write(raw_store, sid, build(entries))
+    assert c.get("/dump").data == b"[]"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b"", b"\x01", b"\x02garbage", b"\x01\xff\xff\xff\xff\xff", b"\x01\x05ab", b"\x01\x01a\x7f" + b"x" * 20],
+    ids=["empty", "header-only-is-empty", "wrong-version", "huge-length", "truncated-key", "short-value"],
+)
+def test_corrupt_record_gives_empty_session(app, raw_store, record, caplog):
+    c, sid = _stored_session(app)
+    if record == b"":
+        raw_store.delete("session:" + sid)
+        raw_store.create("session:" + sid, b"", 60_000)
+    else:
+        _write(raw_store, sid, record)
+    rv = c.get("/dump")
+    assert rv.status_code == 200 and rv.data == b"[]"
+
+
+def test_corrupt_session_then_write_starts_new_session(app, raw_store):
+    c, sid = _stored_session(app)
+    _write(raw_store, sid, b"\x02junk")
+    c.get("/set/b/2")
+    assert sid_of(c) != sid
+    assert c.get("/dump").data == b"[('b', '2')]"
+
+
+def test_rotation_rewrites_payload_mac_on_next_save(make_app):
+    old = add_routes(make_app(SECRET_KEY="old key"))
+    c = old.test_client()
+    c.get("/set/a/1")
+    c.get("/set/b/2")
+    rotated = add_routes(make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"]))
+    rc = rotated.test_client()
+    from tests.helpers import cookie_value
+
+    put_cookie(rc, cookie_value(c))
+    assert rc.get("/get/a").data == b"'1'"  # read-only: nothing rewritten yet
+    rc.get("/set/c/3")  # the next save re-MACs a and b with the current key
+    current_only = add_routes(make_app(SECRET_KEY="new key"))
+    cc = current_only.test_client()
+    put_cookie(cc, cookie_value(rc))
+    assert cc.get("/dump").data == b"[('a', '1'), ('b', '2'), ('c', '3')]"
+
+
+def test_payload_from_dropped_key_is_refused(make_app):
+    old = add_routes(make_app(SECRET_KEY="old key", SECRET_KEY_FALLBACKS=["older"]))
+    c = old.test_client()
+    c.get("/set/a/1")
+    from tests.helpers import cookie_value
+
+    # Cookie re-signed with the current key, but the payload MAC is from "old key".
+    new = add_routes(make_app(SECRET_KEY="new key"))
+    sid = sid_of(c)
+    stamp_flag = cookie_value(c).split(".")[1]
+    nc = new.test_client()
+    put_cookie(nc, KeyRing("new key").sign(f"{sid}.{stamp_flag}"))
+    assert nc.get("/dump").data == b"[]"
+
+
+# -- strict JSON mode (contract 9) ---------------------------------------------------
+
+@pytest.fixture
+def json_app(make_app):
+    return add_routes(make_app(PICKLESESSION_SERIALIZER="json"))
+
+
+def test_json_mode_round_trips_flask_tagged_types(json_app):
+    the_uuid = uuid.uuid4()
+    now = datetime.datetime(2026, 11, 29, 8, 30, 5, tzinfo=datetime.timezone.utc)
+
+    @json_app.route("/types")
+    def types():
+        flask.session.update(t=(1, 2), b=b"\xff", m=Markup("<b>hi</b>"), u=the_uuid,
+                             d=now, n={"nested": [1, {"x": None}]}, f=1.5, i=7)
+        return "ok"
+
+    @json_app.route("/check")
+    def check():
+        s = flask.session
+        assert s["t"] == (1, 2) and s["b"] == b"\xff"
+        assert s["m"] == Markup("<b>hi</b>") and isinstance(s["m"], Markup)
+        assert s["u"] == the_uuid and s["d"] == now
+        assert s["n"] == {"nested": [1, {"x": None}]} and s["f"] == 1.5 and s["i"] == 7
+        return "ok"
+
+    c = json_app.test_client()
+    c.get("/types")
+    assert c.get("/check").data == b"ok"
+
+
+def test_json_mode_flash_markup_works(json_app):
+    @json_app.route("/flash")
+    def flash():
+        flask.flash(Markup("<em>saved</em>"))
+        return "ok"
+
+    @json_app.route("/show")
+    def show():
+        messages = flask.get_flashed_messages()
+        assert isinstance(messages[0], Markup)
+        return messages[0]
+
+    c = json_app.test_client()
+    c.get("/flash")
+    assert c.get("/show").data == b"<em>saved</em>"
+
+
+@pytest.mark.parametrize("value", [{1, 2}, object(), datetime.date(2020, 1, 1) and Exploit()])
+def test_json_mode_refuses_non_json_value_naming_key(json_app, raw_store, value):
+    json_app.testing = True
+
+    @json_app.route("/bad")
+    def bad():
+        flask.session["basket"] = value
+        return "ok"
+
+    c = json_app.test_client()
+    c.get("/set/a/1")
+    sid = sid_of(c)
+    before = raw_store.load("session:" + sid)
+    with pytest.raises(SerializationError, match="basket") as info:
+        c.get("/bad")
+    assert isinstance(info.value, TypeError) and info.value.key == "basket"
+    assert raw_store.load("session:" + sid) == before
+
+
+def test_json_mode_never_loads_a_stored_pickle(make_app, spy_unpickle, caplog):
+    pickle_app = add_routes(make_app())
+
+    @pickle_app.route("/obj")
+    def obj():
+        flask.session["obj"] = Exploit()
+        return "ok"
+
+    c = pickle_app.test_client()
+    c.get("/obj")
+    EXPLOITED.clear()
+    json_app = add_routes(make_app(PICKLESESSION_SERIALIZER="json"))
+    jc = json_app.test_client()
+    from tests.helpers import cookie_value
+
+    put_cookie(jc, cookie_value(c))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert jc.get("/get/obj").data == b"None"
+    assert spy_unpickle == [] and EXPLOITED == []
+    assert "refused" in caplog.text
+
+
+def test_json_mode_interface_is_not_pickle_based():
+    from flask_picklesession import PickleSession
+
+    assert PickleSession().pickle_based is True
+    assert PickleSession(serializer="json").pickle_based is False
+
+
+# -- pickle mode (issue 2, item 4) ---------------------------------------------------
+
+@pytest.mark.parametrize("make_value", [
+    lambda tmp: open(tmp / "f.txt", "w"),
+    lambda tmp: __import__("socket").socket(),
+    lambda tmp: __import__("threading").Lock(),
+    lambda tmp: __import__("sqlite3").connect(":memory:"),
+    lambda tmp: (lambda: 1),
+], ids=["file", "socket", "lock", "db-connection", "lambda"])
+def test_unpicklable_value_names_key_and_type(app, raw_store, tmp_path, make_value):
+    app.testing = True
+    thing = make_value(tmp_path)
+
+    @app.route("/bad")
+    def bad():
+        flask.session["handle"] = {"inner": thing}
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    before = raw_store.load("session:" + sid_of(c))
+    try:
+        with pytest.raises(SerializationError, match=r"session\['handle'\].*dict") as info:
+            c.get("/bad")
+        assert isinstance(info.value, TypeError)
+        assert info.value.__cause__ is not None
+    finally:
+        close = getattr(thing, "close", None)
+        if close:
+            close()
+    assert raw_store.load("session:" + sid_of(c)) == before
+
+
+class GameState:
+    def __init__(self, level):
+        self.level = level
+
+    def __eq__(self, other):
+        return isinstance(other, GameState) and other.level == self.level
+
+
+def test_pickle_mode_keeps_custom_objects(app):
+    @app.route("/save")
+    def save():
+        flask.session["game"] = GameState(3)
+        return "ok"
+
+    @app.route("/level")
+    def level():
+        flask.session["game"].level += 1  # in place, no modified flag
+        return str(flask.session["game"].level)
+
+    c = app.test_client()
+    c.get("/save")
+    assert c.get("/level").data == b"4"
+    assert c.get("/level").data == b"5"
+
+
+def test_allowlist_admits_listed_globals_only(make_app, caplog):
+    writer = make_app()
+
+    @writer.route("/save")
+    def save():
+        flask.session["game"] = GameState(1)
+        flask.session["when"] = datetime.date(2026, 1, 1)
+        return "ok"
+
+    c = writer.test_client()
+    c.get("/save")
+    from tests.helpers import cookie_value
+
+    allowed = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date", f"{__name__}.GameState"]))
+    ac = allowed.test_client()
+    put_cookie(ac, cookie_value(c))
+    assert ac.get("/get/when").data == b"datetime.date(2026, 1, 1)"
+
+    strict = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"]))
+    sc = strict.test_client()
+    put_cookie(sc, cookie_value(c))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert sc.get("/get/game").data == b"None"
+    assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
+    assert sc.get("/dump").data == b"[]"  # the whole session is distrusted
