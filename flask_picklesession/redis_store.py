@@ -137,6 +137,7 @@ class RedisStore(Store):
         #: The redis-py client this store talks through.
         self.client = client
         self._merge = client.register_script(MERGE_SCRIPT)
+        self._script_sent = False
 
     @classmethod
     def from_url(cls, url: str, **kwargs: t.Any) -> RedisStore:
@@ -177,6 +178,12 @@ class RedisStore(Store):
         for op in ops:
             args.extend(op)
         with self._errors("save a session"):
+            if not self._script_sent:
+                # EVAL caches the script on the server as it runs, so even
+                # the first save is one round trip; EVALSHA from then on.
+                result = self.client.eval(MERGE_SCRIPT, 1, key, *args)
+                self._script_sent = True
+                return int(result)
             return int(self._merge(keys=[key], args=args))
 
     def touch(self, key: str, ttl: int) -> bool:

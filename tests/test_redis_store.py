@@ -1,0 +1,347 @@
+"""The Redis store on real servers: plain, Cluster and Sentinel (issue 3)."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+
+import flask
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from flask_picklesession import ConfigurationError, PickleSession, RedisStore, StoreUnavailable
+from flask_picklesession.record import OP_DELETE, OP_SET, OP_SET_IF_MAC, apply_ops, build
+from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
+from tests.redis_servers import command_counter
+
+#: Inside the merge script, GET and SET are counted by INFO commandstats too;
+#: the client still makes one round trip (EVALSHA).
+SCRIPT_INNER = ("get", "set", "del")
+
+
+def redis_app(tmp_path, client=None, **config):
+    app = flask.Flask("redis_app", instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="k", PICKLESESSION_STORE="redis", **config)
+    if client is not None:
+        app.config["PICKLESESSION_REDIS"] = client
+    PickleSession(app)
+    return add_routes(app)
+
+
+@pytest.fixture
+def bump_app(tmp_path, redis_client):
+    app = redis_app(tmp_path, redis_client)
+
+    @app.route("/bump")
+    def bump():
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return str(flask.session["n"])
+
+    return app
+
+
+# -- 1: how the store is built ------------------------------------------------------
+
+def test_store_from_url_config(tmp_path, redis_server, redis_url):
+    app = redis_app(tmp_path, PICKLESESSION_REDIS_URL=redis_url)
+    c = app.test_client()
+    c.get("/set/a/1")
+    assert redis_server.client().exists("session:" + sid_of(c)) == 1
+
+
+@pytest.mark.parametrize("bad", [object(), "redis://127.0.0.1:1/0", {"host": "x"}])
+def test_wrong_client_object_is_a_clear_error(tmp_path, bad):
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="k", PICKLESESSION_STORE="redis", PICKLESESSION_REDIS=bad)
+    with pytest.raises(ConfigurationError, match="PICKLESESSION_REDIS"):
+        PickleSession(app)
+
+
+def test_decode_responses_client_is_refused_with_reason(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisStore(client)
+
+
+def test_unreachable_url_never_falls_back(tmp_path):
+    app = redis_app(tmp_path, PICKLESESSION_REDIS_URL="redis://127.0.0.1:1/0")
+    app.testing = True
+    with pytest.raises(StoreUnavailable):
+        app.test_client().get("/set/a/1")
+
+
+# -- 3: round trips, counted on the server ------------------------------------------
+
+def test_round_trips_per_request_type(bump_app, redis_client):
+    c = bump_app.test_client()
+    c.get("/bump")  # creates: SET NX
+    c.get("/bump")  # first merge of this store: EVAL, which caches the script
+    with command_counter(redis_client) as counter:
+        c.get("/untouched")
+    assert counter.counts == {}
+    with command_counter(redis_client) as counter:
+        c.get("/get/n")
+    assert counter.counts == {"get": 1}
+    with command_counter(redis_client) as counter:
+        c.get("/bump")
+    assert counter.counts.pop("get") == 2  # the read, and the script's own GET
+    assert counter.counts == {"evalsha": 1, "set": 1}
+    with command_counter(redis_client) as counter:
+        c.get("/set/b/2")  # blind write: the script alone
+    assert counter.counts.get("evalsha") == 1 and "hello" not in counter.counts
+    with command_counter(redis_client) as counter:
+        c.get("/clear")
+    assert counter.counts == {"del": 1}
+
+
+def test_new_session_is_one_set(tmp_path, redis_client):
+    app = redis_app(tmp_path, redis_client)
+    c = app.test_client()
+    redis_client.ping()  # open the connection before counting
+    with command_counter(redis_client) as counter:
+        c.get("/set/a/1")
+    assert counter.counts == {"set": 1}
+
+
+def test_forged_or_unknown_cookie_costs_nothing(tmp_path, redis_client):
+    app = redis_app(tmp_path, redis_client)
+    c = app.test_client()
+    put_cookie(c, "forged.value.sig")
+    with command_counter(redis_client) as counter:
+        assert c.get("/dump").data == b"[]"
+    assert counter.counts == {}
+
+
+def test_refresh_is_one_getex(tmp_path, redis_client):
+    app = redis_app(tmp_path, redis_client,
+                    PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=2))
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    key = "session:" + sid_of(c)
+    redis_client.pexpire(key, 1000)  # as if half the lifetime had passed
+    import time
+
+    time.sleep(0.03)
+    with command_counter(redis_client) as counter:
+        c.get("/get/a")
+    assert counter.counts == {"getex": 1}
+    assert redis_client.pttl(key) > 1500
+
+
+# -- 4: TTL on every entry -----------------------------------------------------------
+
+@pytest.mark.parametrize("route", ["/set/a/1", "/permanent/a/1"])
+def test_every_entry_has_the_lifetime_as_ttl(tmp_path, redis_client, route):
+    app = redis_app(tmp_path, redis_client,
+                    PERMANENT_SESSION_LIFETIME=datetime.timedelta(minutes=10))
+    c = app.test_client()
+    c.get(route)
+    ttl = redis_client.pttl("session:" + sid_of(c))
+    assert 599_000 < ttl <= 600_000
+    c.get("/set/b/2")
+    assert 599_000 < redis_client.pttl("session:" + sid_of(c)) <= 600_000
+
+
+# -- 5: failures and recovery ---------------------------------------------------------
+
+def _fragile_client(redis_server):
+    return redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=1,
+                       socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
+def test_redis_down_raises_then_recovers(tmp_path, redis_server, redis_client):
+    app = redis_app(tmp_path, _fragile_client(redis_server))
+    app.testing = True
+    c = app.test_client()
+    c.get("/set/a/1")
+    redis_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            c.get("/get/a")
+        assert isinstance(info.value.__cause__, redis.RedisError)
+        with pytest.raises(StoreUnavailable):
+            c.get("/set/b/2")
+    finally:
+        redis_server.start()
+    # The server came back empty (no persistence): a new session, no restart.
+    assert c.get("/get/a").data == b"None"
+    c.get("/set/b/2")
+    assert c.get("/get/b").data == b"'2'"
+
+
+def test_redis_going_away_mid_request_is_not_reported_as_saved(tmp_path, redis_server, redis_client):
+    app = redis_app(tmp_path, _fragile_client(redis_server))
+    app.testing = True
+
+    @app.route("/read-then-crash")
+    def read_then_crash():
+        flask.session.get("a")
+        redis_server.stop()
+        flask.session["a"] = "changed"
+        return "ok"
+
+    c = app.test_client()
+    c.get("/set/a/1")
+    try:
+        with pytest.raises(StoreUnavailable):
+            c.get("/read-then-crash")
+    finally:
+        redis_server.start()
+
+
+def test_503_handler_from_readme(tmp_path, redis_server, redis_client):
+    app = redis_app(tmp_path, _fragile_client(redis_server))
+
+    @app.errorhandler(500)
+    def session_store_down(e):
+        return ("Session store unavailable, try again", 503) if isinstance(e.original_exception, StoreUnavailable) else e
+
+    c = app.test_client()
+    c.get("/set/a/1")
+    redis_server.stop()
+    try:
+        assert c.get("/get/a").status_code == 503  # while loading, in the view
+        assert c.get("/set/b/2").status_code == 503  # while saving, after it
+    finally:
+        redis_server.start()
+
+
+# -- 6: prefixes, and nothing that lists the whole server --------------------------------
+
+def test_prefixes_isolate_apps(tmp_path, redis_client):
+    one = redis_app(tmp_path / "one", redis_client, PICKLESESSION_KEY_PREFIX="one:")
+    two = redis_app(tmp_path / "two", redis_client, PICKLESESSION_KEY_PREFIX="two:")
+    c1 = one.test_client()
+    c1.get("/set/user/alice")
+    c2 = two.test_client()
+    put_cookie(c2, cookie_value(c1))
+    assert c2.get("/dump").data == b"[]"
+    assert {k.decode().split(":")[0] for k in redis_client.scan_iter()} == {"one"}
+
+
+def test_scan_matches_only_the_prefix(redis_client):
+    store = RedisStore(redis_client)
+    redis_client.set("a*b:1", b"x")
+    redis_client.set("aXb:1", b"x")
+    assert list(store.scan("a*b:")) == ["a*b:1"]
+
+
+def test_package_never_uses_keys_or_flush():
+    import pathlib
+
+    import flask_picklesession
+
+    source = "".join(p.read_text() for p in pathlib.Path(flask_picklesession.__file__).parent.glob("*.py"))
+    for forbidden in (".keys(", "flushdb", "flushall", '"KEYS"', "'KEYS'"):
+        assert forbidden not in source.replace("entries.keys(", "")
+
+
+# -- 7: redis is optional ---------------------------------------------------------------
+
+def test_package_imports_without_redis(tmp_path):
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import flask, flask_picklesession as fp\n"
+        "app = flask.Flask('x', instance_path=%r)\n"
+        "app.config.update(SECRET_KEY='k', PICKLESESSION_STORE='redis')\n"
+        "try:\n    fp.PickleSession(app)\n"
+        "except fp.ConfigurationError as e:\n    print(e)\n"
+    ) % str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "flask-picklesession[redis]" in out.stdout
+
+
+# -- the merge script follows record.apply_ops exactly --------------------------------
+
+def test_merge_script_matches_python_merge(redis_client):
+    store = RedisStore(redis_client)
+    mac = b"M" * 16
+    base = build({b"a": mac + b"s1", b"b": mac + b"s2", "é".encode(): mac + b"x" * 300})
+    ops = [
+        (OP_SET, b"c", b"N" * 16 + b"new"),
+        (OP_DELETE, b"a", b""),
+        (OP_SET_IF_MAC, b"b", mac + b"R" * 16 + b"rekeyed"),
+        (OP_SET_IF_MAC, b"zz", mac + b"R" * 16 + b"ignored"),
+        (OP_SET, b"a", b"N" * 16 + b"back"),
+    ]
+    redis_client.set("k", base)
+    assert store.patch("k", ops, 60_000, 10_000) == 4
+    expected = apply_ops(base, ops)
+    assert dict(__import__("flask_picklesession.record", fromlist=["x"]).parse_raw(redis_client.get("k"))) == expected
+
+
+def test_merge_script_refuses_oversize_and_missing(redis_client):
+    store = RedisStore(redis_client)
+    redis_client.set("k", build({b"a": b"M" * 16 + b"v"}))
+    assert store.patch("k", [(OP_SET, b"b", b"N" * 16 + b"x" * 500)], 60_000, 100) == -2
+    assert redis_client.get("k") == build({b"a": b"M" * 16 + b"v"})
+    assert store.patch("missing", [(OP_SET, b"b", b"N" * 16)], 60_000, 100) == -1
+    assert redis_client.exists("missing") == 0
+    redis_client.set("bad", b"\x01\x7f")
+    assert store.patch("bad", [(OP_SET, b"b", b"N" * 16)], 60_000, 100) == -3
+    assert store.patch("k", [(OP_DELETE, b"a", b"")], 60_000, 100) == 0
+    assert redis_client.exists("k") == 0
+
+
+def test_wrong_type_key_is_corrupt_not_unavailable(tmp_path, redis_client):
+    app = redis_app(tmp_path, redis_client)
+    c = app.test_client()
+    c.get("/set/a/1")
+    key = "session:" + sid_of(c)
+    redis_client.delete(key)
+    redis_client.hset(key, "a", "1")
+    assert c.get("/dump").data == b"[]"
+
+
+# -- Cluster and Sentinel ------------------------------------------------------------------
+
+def test_contract_basics_on_a_cluster(tmp_path, redis_cluster_client):
+    app = redis_app(tmp_path, redis_cluster_client)
+
+    @app.route("/bump")
+    def bump():
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return str(flask.session["n"])
+
+    clients = [app.test_client() for _ in range(6)]  # ids spread over the slots
+    for c in clients:
+        c.get("/bump")
+        assert c.get("/bump").data == b"2"
+    c = clients[0]
+    old = sid_of(c)
+    c.get("/regenerate")
+    assert redis_cluster_client.exists("session:" + old) == 0
+    assert c.get("/get/n").data == b"2"
+    store = app.session_interface.settings_for(app).store
+    assert len(list(store.scan("session:"))) == 6  # SCAN over every master
+    c.get("/clear")
+    assert c.get("/dump").data == b"[]"
+
+
+def test_round_trips_on_a_cluster(tmp_path, redis_cluster_client):
+    app = redis_app(tmp_path, redis_cluster_client)
+    c = app.test_client()
+    c.get("/set/a/1")
+    c.get("/get/a")  # warm connections to the node that owns the key
+    with command_counter(redis_cluster_client) as counter:
+        c.get("/get/a")
+    assert counter.counts == {"get": 1}
+
+
+def test_contract_basics_through_sentinel(tmp_path, redis_sentinel):
+    from tests.redis_servers import SENTINEL_TRAFFIC
+
+    client = redis_sentinel.client()
+    redis_sentinel.flush()
+    app = redis_app(tmp_path, client)
+    c = app.test_client()
+    c.get("/set/a/1")
+    assert c.get("/get/a").data == b"'1'"
+    counter = command_counter(client)
+    c.get("/get/a")
+    assert counter.delta(ignore=SENTINEL_TRAFFIC) == {"get": 1}
+    c.get("/clear")
+    assert redis_sentinel.master.client().dbsize() == 0
