@@ -1,0 +1,207 @@
+"""The filesystem store: modes, atomic writes, expiry, links (issue 2, contract 15)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import flask
+import pytest
+
+from flask_picklesession import FileSystemStore, PickleSession
+from flask_picklesession.record import OP_SET, CorruptRecord, build
+from tests.helpers import add_routes, sid_of
+
+MAC = b"M" * 16
+
+
+def record(**values):
+    return build({k.encode(): MAC + v for k, v in values.items()})
+
+
+@pytest.fixture
+def fs(tmp_path):
+    return FileSystemStore(tmp_path / "sessions")
+
+
+def test_folder_0700_files_0600(tmp_path):
+    app = add_routes(flask.Flask(__name__, instance_path=str(tmp_path / "instance")))
+    app.config["SECRET_KEY"] = "k"
+    PickleSession(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    folder = tmp_path / "instance" / "sessions"  # the documented default
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    entry = folder / ("session:" + sid_of(c))
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+
+
+def test_no_temporary_files_left_behind(fs):
+    fs.create("k", record(a=b"1"), 60_000)
+    fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000)
+    names = os.listdir(fs.directory)
+    assert "k" in names and not [n for n in names if n.startswith(".tmp-")]
+
+
+def test_write_replaces_atomically(fs, monkeypatch):
+    """A reader sees the old file or the new one: the write goes to a temp file."""
+    fs.create("k", record(a=b"old"), 60_000)
+    seen = []
+    real_replace = os.replace
+
+    def checking_replace(src, dst):
+        seen.append(fs.load("k"))  # mid-write: the old record, whole
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", checking_replace)
+    fs.patch("k", [(OP_SET, b"a", MAC + b"new")], 60_000, 10_000)
+    assert seen == [record(a=b"old")]
+    assert fs.load("k") == record(a=b"new")
+
+
+def test_failed_write_keeps_previous_file(fs, monkeypatch):
+    from flask_picklesession import StoreUnavailable
+
+    fs.create("k", record(a=b"old"), 60_000)
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(StoreUnavailable):
+        fs.patch("k", [(OP_SET, b"a", MAC + b"new")], 60_000, 10_000)
+    monkeypatch.undo()
+    assert fs.load("k") == record(a=b"old")
+    assert not [n for n in os.listdir(fs.directory) if n.startswith(".tmp-")]
+
+
+def test_expiry_is_kept_in_file_and_checked(fs):
+    fs.create("k", record(a=b"1"), 50)
+    assert fs.load("k") is not None
+    time.sleep(0.06)
+    assert fs.load("k") is None
+    assert not os.path.exists(os.path.join(fs.directory, "k"))  # removed on read
+
+
+def test_expired_entry_is_never_patched_or_touched(fs):
+    fs.create("k", record(a=b"1"), 30)
+    time.sleep(0.04)
+    assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == -1
+    assert fs.touch("k", 60_000) is False
+    assert fs.load("k") is None
+
+
+def test_touch_rewrites_only_the_expiry(fs):
+    fs.create("k", record(a=b"1"), 1000)
+    path = os.path.join(fs.directory, "k")
+    inode = os.stat(path).st_ino
+    with open(path, "rb") as handle:
+        before = handle.read()
+    assert fs.touch("k", 60_000)
+    with open(path, "rb") as handle:
+        after = handle.read()
+    assert after[8:] == before[8:] and after[:8] > before[:8]
+    assert os.stat(path).st_ino == inode  # the data was not rewritten
+    assert fs.info("k").ttl > 59_000
+
+
+def test_cleanup_removes_expired_only(fs):
+    fs.create("old", record(a=b"1"), 20)
+    fs.create("live", record(a=b"1"), 60_000)
+    time.sleep(0.03)
+    assert fs.cleanup() == 1
+    assert sorted(fs.scan("")) == ["live"]
+
+
+def test_cleanup_removes_stale_temporary_files(fs):
+    fs.create("live", record(a=b"1"), 60_000)
+    stale = os.path.join(fs.directory, ".tmp-crashed")
+    open(stale, "wb").close()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    fresh = os.path.join(fs.directory, ".tmp-writing")
+    open(fresh, "wb").close()
+    assert fs.cleanup() == 1
+    assert os.path.exists(fresh) and not os.path.exists(stale)
+
+
+def test_no_eviction_of_live_sessions(fs):
+    for i in range(2000):
+        fs.create(f"s{i}", record(a=b"1"), 60_000)
+    assert fs.cleanup() == 0
+    assert len(list(fs.scan("s"))) == 2000
+
+
+def test_symlink_entry_is_never_followed(fs, tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"\x00" * 8 + record(a=b"planted"))
+    os.makedirs(fs.directory)
+    os.symlink(outside, os.path.join(fs.directory, "k"))
+    with pytest.raises(CorruptRecord):
+        fs.load("k")
+    assert fs.patch("k", [(OP_SET, b"a", MAC + b"x")], 60_000, 10_000) == -3
+    fs.delete("k")
+    assert outside.read_bytes().endswith(b"planted")  # never written through
+
+
+def test_directory_entry_counts_as_corrupt(fs):
+    os.makedirs(os.path.join(fs.directory, "k"))
+    with pytest.raises(CorruptRecord):
+        fs.load("k")
+
+
+def test_symlink_session_gives_empty_session_end_to_end(tmp_path):
+    app = add_routes(flask.Flask(__name__, instance_path=str(tmp_path / "i")))
+    app.config["SECRET_KEY"] = "k"
+    PickleSession(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    path = tmp_path / "i" / "sessions" / ("session:" + sid_of(c))
+    data = path.read_bytes()
+    target = tmp_path / "elsewhere"
+    target.write_bytes(data)
+    path.unlink()
+    path.symlink_to(target)
+    assert c.get("/dump").data == b"[]"
+
+
+@pytest.mark.parametrize("key", ["../x", "a/b", ".hidden", "", "x" * 300, "a\x00b"])
+def test_store_refuses_keys_that_are_not_plain_names(fs, key):
+    with pytest.raises(ValueError):
+        fs.load(key)
+
+
+def test_file_claiming_huge_size_is_refused(fs):
+    fs.create("k", record(a=b"1"), 60_000)
+    with open(os.path.join(fs.directory, "k"), "r+b") as handle:
+        handle.truncate(65 * 1024 * 1024)  # sparse: no real disk used
+    with pytest.raises(CorruptRecord):
+        fs.load("k")
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from flask_picklesession import FileSystemStore
+    from flask_picklesession.record import OP_SET
+    store = FileSystemStore(sys.argv[1])
+    worker = sys.argv[2]
+    for i in range(int(sys.argv[3])):
+        result = store.patch("shared", [(OP_SET, f"{worker}-{i}".encode(), b"M" * 16 + b"v")], 60_000, 10**7)
+        assert result > 0, result
+""")
+
+
+def test_several_processes_merge_into_one_file(fs):
+    fs.create("shared", record(start=b"1"), 60_000)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, fs.directory, str(w), "40"])
+        for w in range(4)
+    ]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    from flask_picklesession.record import parse_raw
+
+    keys = set(parse_raw(fs.load("shared")))
+    assert len(keys) == 1 + 4 * 40
