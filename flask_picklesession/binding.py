@@ -21,12 +21,32 @@ logger = logging.getLogger("flask_picklesession")
 class Binding:
     """Store, codec, keys and timing of one request, fixed when it opens."""
 
-    __slots__ = ("codec", "cookie", "max_size", "now", "prefix", "refresh",
-                 "refresh_due", "ring", "store", "ttl")
+    __slots__ = (
+        "codec",
+        "cookie",
+        "max_size",
+        "now",
+        "prefix",
+        "refresh",
+        "refresh_due",
+        "ring",
+        "store",
+        "ttl",
+    )
 
-    def __init__(self, *, store: Store, codec: Codec, ring: KeyRing, prefix: str,
-                 max_size: int, ttl: int, now: int, refresh: bool,
-                 cookie: CookieRef | None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        codec: Codec,
+        ring: KeyRing,
+        prefix: str,
+        max_size: int,
+        ttl: int,
+        now: int,
+        refresh: bool,
+        cookie: CookieRef | None,
+    ) -> None:
         self.store = store
         self.codec = codec
         self.ring = ring
@@ -41,7 +61,9 @@ class Binding:
         self.cookie = cookie
         #: The stored expiry of this permanent session should be pushed back.
         self.refresh_due = bool(
-            refresh and cookie is not None and cookie.permanent
+            refresh
+            and cookie is not None
+            and cookie.permanent
             and now - cookie.stamp >= ttl // 100
         )
 
@@ -71,5 +93,6 @@ def warn_corrupt(sid: str, reason: str) -> None:
     """Log an untrusted or unreadable entry without revealing its id."""
     logger.warning(
         "ignoring stored session %s: %s; starting an empty session",
-        short_hash(sid), reason,
+        short_hash(sid),
+        reason,
     )

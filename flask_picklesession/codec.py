@@ -90,7 +90,7 @@ class Codec:
     name: t.ClassVar[str]
 
     def encode(self, key: str, value: object) -> bytes:
-        """Encode one session value; raise :class:`SerializationError` naming ``key``."""
+        """Encode one value; a :class:`SerializationError` names ``key``."""
         native = _encode_native(value)
         return native if native is not None else self._encode_other(key, value)
 

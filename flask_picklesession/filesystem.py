@@ -202,7 +202,9 @@ class FileSystemStore(Store):
         try:
             fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
         except OSError as exc:
-            raise StoreUnavailable(f"cannot write to the session folder: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot write to the session folder: {exc}"
+            ) from exc
         try:
             with open(fd, "wb") as handle:  # mkstemp made it 0600
                 handle.write(data)
@@ -276,9 +278,11 @@ class FileSystemStore(Store):
         cutoff = time.time() - _STALE_TEMP_SECONDS
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.directory):
-                if entry.name.startswith(".tmp-") and entry.is_file(
-                    follow_symlinks=False
-                ) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                if (
+                    entry.name.startswith(".tmp-")
+                    and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff
+                ):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
                         removed += 1

@@ -89,9 +89,14 @@ class PickleSession(SessionInterface):
         if ttl <= 0:
             raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
         return Binding(
-            store=settings.store, codec=settings.codec, ring=ring,
-            prefix=settings.key_prefix, max_size=settings.max_size, ttl=ttl,
-            now=time.time_ns() // 1_000_000, cookie=cookie,
+            store=settings.store,
+            codec=settings.codec,
+            ring=ring,
+            prefix=settings.key_prefix,
+            max_size=settings.max_size,
+            ttl=ttl,
+            now=time.time_ns() // 1_000_000,
+            cookie=cookie,
             refresh=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]),
         )
 

@@ -71,13 +71,12 @@ class KeyRing:
         # fallbacks from newest to oldest. Signing uses the current key only.
         ordered = (current, *reversed(normalize_fallbacks(fallbacks)))
         self._signers = [
-            _CachedKeySigner(k, salt=COOKIE_SALT, key_derivation="hmac",
-                   digest_method=hashlib.sha256)
+            _CachedKeySigner(
+                k, salt=COOKIE_SALT, key_derivation="hmac", digest_method=hashlib.sha256
+            )
             for k in ordered
         ]
-        self._mac_keys = [
-            hmac.digest(k, PAYLOAD_SALT, "sha256") for k in ordered
-        ]
+        self._mac_keys = [hmac.digest(k, PAYLOAD_SALT, "sha256") for k in ordered]
 
     @property
     def has_fallbacks(self) -> bool:

@@ -40,7 +40,7 @@ OP_SET, OP_SET_IF_MAC, OP_DELETE = b"s", b"c", b"d"
 
 #: One patch operation: (op, UTF-8 key, payload). The payload is ``mac+value``
 #: for OP_SET, ``old_mac+mac+value`` for OP_SET_IF_MAC, empty for OP_DELETE.
-Op = t.Tuple[bytes, bytes, bytes]
+Op = tuple[bytes, bytes, bytes]
 
 
 class CorruptRecord(Exception):

@@ -91,8 +91,17 @@ redis.call('SET', KEYS[1], table.concat(parts), 'PX', ARGV[1])
 return count
 """
 
-_REQUIRED = ("get", "getex", "set", "delete", "pexpire", "pttl", "strlen",
-             "register_script", "scan_iter")
+_REQUIRED = (
+    "get",
+    "getex",
+    "set",
+    "delete",
+    "pexpire",
+    "pttl",
+    "strlen",
+    "register_script",
+    "scan_iter",
+)
 
 
 def _redis_module() -> t.Any:
@@ -125,7 +134,9 @@ def _check_client(client: object, name: str) -> None:
 class RedisStore(Store):
     """Keep sessions in Redis through a ready redis-py ``client``."""
 
-    def __init__(self, client: t.Any, *, _config_name: str = "RedisStore client") -> None:
+    def __init__(
+        self, client: t.Any, *, _config_name: str = "RedisStore client"
+    ) -> None:
         _check_client(client, _config_name)
         self._redis = redis = _redis_module()
         # RedisClusterException is not a RedisError; both mean "unavailable".
@@ -167,7 +178,7 @@ class RedisStore(Store):
                 data = self.client.getex(key, px=ttl)
         if data is not None and not isinstance(data, bytes):
             raise CorruptRecord("Redis returned text; is decode_responses on?")
-        return t.cast("bytes | None", data)
+        return data
 
     def create(self, key: str, record: bytes, ttl: int) -> bool:
         with self._errors("create a session"):

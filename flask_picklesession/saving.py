@@ -64,6 +64,7 @@ def save(session: ServerSession) -> CookieUpdate | None:
 
 # -- what changed ------------------------------------------------------------
 
+
 def _key_bytes(key: object) -> bytes:
     if not isinstance(key, str):
         raise SerializationError(f"session keys must be str, not {type(key).__name__}")
@@ -90,7 +91,9 @@ def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
         elif session._forced or type(value) not in IMMUTABLE_TYPES:
             encoded = codec.encode(key, value)
             stored = entries[key].value
-            if session._forced or (encoded != stored and not _same(session, stored, value)):
+            if session._forced or (
+                encoded != stored and not _same(session, stored, value)
+            ):
                 sets[key] = encoded
     return sets, set(session._deleted)
 
@@ -104,6 +107,7 @@ def _same(session: ServerSession, stored: bytes, value: object) -> bool:
 
 
 # -- cookie ------------------------------------------------------------------
+
 
 def _is_permanent(session: ServerSession) -> bool:
     if "_permanent" in session._values or session._entries is not None:
@@ -121,11 +125,14 @@ def _cookie(session: ServerSession, stamp: int) -> CookieUpdate:
     value = make_cookie(b.ring, session.sid, stamp, permanent)
     if not permanent:
         return CookieUpdate(value)
-    expires = datetime.datetime.fromtimestamp((stamp + b.ttl) / 1000, datetime.timezone.utc)
+    expires = datetime.datetime.fromtimestamp(
+        (stamp + b.ttl) / 1000, datetime.timezone.utc
+    )
     return CookieUpdate(value, expires)
 
 
 # -- the operations ----------------------------------------------------------
+
 
 def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     """Read-only or untouched: at most an expiry refresh, never a data write."""
@@ -178,10 +185,14 @@ def _create(
     raise RuntimeError("could not find an unused session id")  # pragma: no cover
 
 
-def _patch(session: ServerSession, sets: dict[str, bytes], deletes: set[str]) -> CookieUpdate | None:
+def _patch(
+    session: ServerSession, sets: dict[str, bytes], deletes: set[str]
+) -> CookieUpdate | None:
     """Merge the changed keys into the stored record, in one store operation."""
     b = session._binding
-    ops: list[Op] = [(OP_SET, kb, body) for kb, body in _sealed(b, session.sid, sets).items()]
+    ops: list[Op] = [
+        (OP_SET, kb, body) for kb, body in _sealed(b, session.sid, sets).items()
+    ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
     ops += _rekey_ops(session, set(sets) | deletes)
     if session._entries is not None:
@@ -200,8 +211,10 @@ def _patch(session: ServerSession, sets: dict[str, bytes], deletes: set[str]) ->
         )
         return _DELETE
     if result == CORRUPT:
-        logger.warning("stored session %s is unreadable; starting a new one",
-                       short_hash(session.sid))
+        logger.warning(
+            "stored session %s is unreadable; starting a new one",
+            short_hash(session.sid),
+        )
     # Written blind (never read) and the record is gone: keep the writes in
     # a new session rather than lose them; the old one is not brought back.
     session._exists = False
@@ -217,19 +230,28 @@ def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
     ops: list[Op] = []
     for key in session._stale - skip:
         entry, kb = entries[key], _key_bytes(key)
-        ops.append((OP_SET_IF_MAC, kb, entry.mac + seal(b.ring, session.sid, kb, entry.value)))
+        ops.append(
+            (OP_SET_IF_MAC, kb, entry.mac + seal(b.ring, session.sid, kb, entry.value))
+        )
     return ops
 
 
 def _piece(key: bytes, body_len: int) -> int:
-    return len(encode_varint(len(key))) + len(key) + len(encode_varint(body_len - 16)) + body_len
+    return (
+        len(encode_varint(len(key)))
+        + len(key)
+        + len(encode_varint(body_len - 16))
+        + body_len
+    )
 
 
 def _check_size(session: ServerSession, ops: list[Op]) -> None:
     """Refuse, before writing, a save that would exceed the limit on its own."""
     b = session._binding
-    sizes = {k.encode(): _piece(k.encode(), 16 + len(e.value))
-             for k, e in (session._entries or {}).items()}
+    sizes = {
+        k.encode(): _piece(k.encode(), 16 + len(e.value))
+        for k, e in (session._entries or {}).items()
+    }
     for op, kb, payload in ops:
         if op == OP_SET:
             sizes[kb] = _piece(kb, len(payload))
@@ -252,7 +274,9 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     return _DELETE if b.cookie is not None else None
 
 
-def _save_regenerated(session: ServerSession, sets: dict[str, bytes]) -> CookieUpdate | None:
+def _save_regenerated(
+    session: ServerSession, sets: dict[str, bytes]
+) -> CookieUpdate | None:
     """Move the whole session to its new id, then delete the old id.
 
     Unchanged values are moved as stored bytes, re-MACed for the new id but

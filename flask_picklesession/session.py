@@ -165,7 +165,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         return not self._exists
 
     @property
-    def modified(self) -> bool:  # type: ignore[override]
+    def modified(self) -> bool:
         """True if the session was changed through its mapping methods.
 
         Setting it to True saves every key this request read; setting it to
@@ -173,8 +173,13 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         """
         if self._suppressed:
             return False
-        return bool(self._dirty or self._deleted or self._cleared or self._forced
-                    or self._replaced_sid)
+        return bool(
+            self._dirty
+            or self._deleted
+            or self._cleared
+            or self._forced
+            or self._replaced_sid
+        )
 
     @modified.setter
     def modified(self, value: bool) -> None:

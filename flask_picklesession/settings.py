@@ -89,7 +89,8 @@ def _allowlist(value: object) -> frozenset[str] | None:
     bad = [n for n in names if not isinstance(n, str) or not _GLOBAL_NAME.fullmatch(n)]
     if bad:
         raise ConfigurationError(
-            f"PICKLESESSION_PICKLE_ALLOWLIST entries must look like 'module.Name': {bad!r}"
+            "PICKLESESSION_PICKLE_ALLOWLIST entries must look like"
+            f" 'module.Name': {bad!r}"
         )
     return t.cast("frozenset[str]", names)
 
@@ -123,4 +124,6 @@ def _redis_store(app: Flask, overrides: dict[str, t.Any]) -> Store:
     try:
         return RedisStore.from_url(url)
     except ValueError as exc:
-        raise ConfigurationError(f"PICKLESESSION_REDIS_URL is not usable: {exc}") from exc
+        raise ConfigurationError(
+            f"PICKLESESSION_REDIS_URL is not usable: {exc}"
+        ) from exc

@@ -1,0 +1,260 @@
+"""``flask picklesession``: operator commands for the app's session store.
+
+Installed as a ``flask.commands`` entry point, so every app that uses
+:class:`~flask_picklesession.PickleSession` gets them::
+
+    flask --app myapp picklesession stats
+    flask --app myapp picklesession inspect SID
+    flask --app myapp picklesession rekey
+
+They act on the store, key prefix, serializer and keys the app's requests use.
+The work itself is in :mod:`.operator`; this module only parses, reports
+progress and turns failures into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import sys
+import typing as t
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from .errors import SessionError
+from .ids import is_valid_sid, short_hash
+from .operator import (
+    CURRENT,
+    FAILED,
+    GONE_MEANWHILE,
+    REKEYED,
+    Stats,
+    Target,
+    add_stats,
+    delete_session,
+    inspect_session,
+    rekey_session,
+    session_keys,
+    target_for,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+#: Runs over at least this many sessions show a progress bar (on a terminal).
+PROGRESS_MIN = 100
+#: Longest value repr ``inspect`` prints without ``--full``.
+REPR_LIMIT = 300
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+picklesession_cli = AppGroup(
+    "picklesession",
+    help="Inspect and maintain the server-side sessions of the app.",
+)
+
+
+def _reports_errors(func: F) -> F:
+    """Show package errors (store down, bad config, refused session) as messages."""
+
+    @functools.wraps(func)
+    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return func(*args, **kwargs)
+        except SessionError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return t.cast(F, wrapper)
+
+
+def _target() -> Target:
+    return target_for(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _sid_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a malformed id before it becomes part of a store key."""
+    if not is_valid_sid(value):
+        raise click.BadParameter(
+            "not a session id: expected 43 characters of URL-safe base64, the"
+            " part of the cookie before the first '.'"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def _progress(keys: list[str], label: str) -> Iterator[Iterable[str]]:
+    """Iterate ``keys``, with a progress bar on stderr when there are many."""
+    if len(keys) < PROGRESS_MIN:
+        yield keys
+        return
+    with click.progressbar(keys, label=label, show_pos=True, file=sys.stderr) as bar:
+        yield bar
+
+
+def _duration(ms: int) -> str:
+    """Human form of a remaining lifetime, to the minute (seconds when short)."""
+    if ms < 0:
+        return "never"
+    seconds = ms // 1000
+    if seconds < 60:
+        return f"{seconds}s"
+    days, rest = divmod(seconds // 60, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    units = ((days, "d"), (hours, "h"), (minutes, "m"))
+    parts = [f"{n}{unit}" for n, unit in units if n]
+    return " ".join(parts) or "0m"
+
+
+def _size(size: int) -> str:
+    return f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KiB ({size} bytes)"
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@picklesession_cli.command()
+@_reports_errors
+def cleanup() -> None:
+    """Remove expired sessions from a store that keeps them (the filesystem)."""
+    store = _target().store
+    if not store.needs_cleanup:
+        click.echo(f"Nothing to do: {store!r} expires sessions by itself.")
+        return
+    removed = store.cleanup()
+    click.echo(f"Removed {removed} expired or leftover file(s) from {store!r}.")
+
+
+@picklesession_cli.command()
+@_reports_errors
+def stats() -> None:
+    """Count the stored sessions and show their sizes and expiries."""
+    target = _target()
+    keys, others = session_keys(target)
+    result = Stats()
+    with _progress(keys, "Reading sessions") as bar:
+        for key in bar:
+            add_stats(target, result, key)
+    for line in _stats_lines(target, result, others):
+        click.echo(line)
+
+
+def _stats_lines(target: Target, stats: Stats, others: int) -> list[str]:
+    """Sessions are named by a short hash: output may be pasted where ids must not."""
+    lines = [f"store:          {target.store!r}",
+             f"key prefix:     {target.prefix!r}",
+             f"sessions:       {stats.count}"]
+    if stats.count:
+        lines.append(f"total size:     {_size(stats.total_size)}")
+    if stats.largest:
+        size, name = stats.largest
+        lines.append(f"largest:        {_size(size)} (session {name})")
+    if stats.first_expiry:
+        ms, name = stats.first_expiry
+        lines.append(f"expires first:  in {_duration(ms)} (session {name})")
+    if stats.last_expiry:
+        ms, name = stats.last_expiry
+        lines.append(f"expires last:   in {_duration(ms)} (session {name})")
+    if stats.no_expiry:
+        lines.append(f"without expiry: {stats.no_expiry}")
+    if stats.unreadable:
+        lines.append(f"unreadable:     {stats.unreadable}")
+    if others:
+        lines.append(f"other keys under the prefix, not sessions: {others}")
+    return lines
+
+
+@picklesession_cli.command()
+@click.argument("sid", callback=_sid_argument)
+@click.option("--full", is_flag=True,
+              help=f"Print values longer than {REPR_LIMIT} characters whole.")
+@_reports_errors
+def inspect(sid: str, full: bool) -> None:
+    """Show the decoded content of session SID, once every entry is authenticated.
+
+    SID is the part of the session cookie before the first '.'.
+    """
+    target = _target()
+    result = inspect_session(target, sid)
+    click.echo(f"session {short_hash(sid)}: {len(result.values)} key(s),"
+               f" {_size(result.size)}, expires in {_duration(result.ttl)}")
+    refused = 0
+    for item in result.values:
+        note = "  [MACed with a fallback key; run rekey]" if item.stale else ""
+        if item.refused is not None:
+            refused += 1
+            click.echo(f"{item.key} = <refused: {item.refused}>{note}")
+            continue
+        text = repr(item.value)
+        if not full and len(text) > REPR_LIMIT:
+            text = f"{text[:REPR_LIMIT]}... ({len(text)} characters; --full shows all)"
+        click.echo(f"{item.key} = {text}{note}")
+    if refused:
+        raise click.ClickException(f"{refused} entry(ies) were refused by the"
+                                   f" {target.codec.name} serializer and not decoded")
+
+
+@picklesession_cli.command()
+@click.argument("sid", callback=_sid_argument)
+@_reports_errors
+def delete(sid: str) -> None:
+    """Delete session SID (its user is logged out on the next request)."""
+    delete_session(_target(), sid)
+    click.echo(f"Deleted session {short_hash(sid)}.")
+
+
+@picklesession_cli.command()
+@_reports_errors
+def rekey() -> None:
+    """Re-MAC every stored entry with SECRET_KEY, so a fallback key can be dropped.
+
+    Run it after moving the old key to SECRET_KEY_FALLBACKS and deploying.
+    Each rewrite applies only if the entry did not change meanwhile. Cookies
+    are re-signed by the app on each user's next request, not by this command.
+    """
+    target = _target()
+    if not target.ring.has_fallbacks:
+        click.echo("Note: SECRET_KEY_FALLBACKS is empty, so no entry can be stale;"
+                   " this run only checks every MAC.")
+    keys, _ = session_keys(target)
+    counts: collections.Counter[str] = collections.Counter()
+    with _progress(keys, "Re-keying sessions") as bar:
+        for key in bar:
+            counts[rekey_session(target, key)] += 1
+    click.echo(f"rekeyed:         {counts[REKEYED]}")
+    click.echo(f"already current: {counts[CURRENT]}")
+    click.echo(f"failed MAC:      {counts[FAILED]}")
+    if counts[GONE_MEANWHILE]:
+        click.echo(f"gone meanwhile:  {counts[GONE_MEANWHILE]}")
+    if counts[FAILED]:
+        raise click.ClickException(
+            f"{counts[FAILED]} session(s) failed their MAC check with every"
+            " configured key and were left untouched: is SECRET_KEY right, or"
+            " was a key dropped too early? Requests ignore such sessions."
+        )
+
+
+@picklesession_cli.command()
+@click.option("--yes", is_flag=True, help="Confirm deleting every session.")
+@_reports_errors
+def clear(yes: bool) -> None:
+    """Delete every session under the key prefix (everyone is logged out).
+
+    Only keys of the form PREFIX + session id are deleted; the keys are found
+    by listing the folder or by Redis SCAN, never KEYS or FLUSHDB.
+    """
+    target = _target()
+    keys, others = session_keys(target)
+    if not yes:
+        raise click.UsageError(
+            f"this deletes {len(keys)} session(s) under the prefix"
+            f" {target.prefix!r} of {target.store!r}; add --yes to confirm"
+        )
+    with _progress(keys, "Deleting sessions") as bar:
+        for key in bar:
+            target.store.delete(key)
+    click.echo(f"Deleted {len(keys)} session(s).")
+    if others:
+        click.echo(f"Left {others} other key(s) under the prefix alone.")

@@ -1,0 +1,287 @@
+"""Operator tasks on an app's session store, without any command-line code.
+
+The ``flask picklesession`` commands (:mod:`.cli`) are thin wrappers around
+these functions, so the logic can be tested and reused from scripts. Every
+function works one store key at a time, which lets a caller show progress and
+lets a long run be interrupted without leaving anything half done.
+
+Only keys made of the configured prefix and a well-formed session id are
+treated as sessions: a prefix shared with other data in Redis must not lead
+these tasks to read, rewrite or delete keys that are not ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from .codec import CorruptEntry
+from .errors import SessionError
+from .ids import is_valid_sid, short_hash
+from .interface import PickleSession
+from .record import OP_SET_IF_MAC, CorruptRecord, open_entries, parse_raw, seal
+from .store import CORRUPT, GONE, TOO_LARGE
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from flask import Flask
+
+    from .codec import Codec
+    from .keys import KeyRing
+    from .record import Op
+    from .store import Store
+
+
+class OperatorError(SessionError):
+    """An operator task cannot run; the message says why, for a human."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Everything a task needs about one app's sessions."""
+
+    store: Store
+    codec: Codec
+    ring: KeyRing
+    prefix: str
+    max_size: int
+    #: Lifetime given to a record that has none (never written by this package).
+    default_ttl: int
+
+    def key(self, sid: str) -> str:
+        """Store key of a session id."""
+        return self.prefix + sid
+
+    def sid(self, key: str) -> str:
+        """Session id of a store key."""
+        return key[len(self.prefix) :]
+
+
+def target_for(app: Flask) -> Target:
+    """Read the app's session settings, as its requests would see them."""
+    interface = app.session_interface
+    if not isinstance(interface, PickleSession):
+        kind = type(interface)
+        raise OperatorError(
+            f"app {app.name!r} does not use flask_picklesession: its session"
+            f" interface is {kind.__module__}.{kind.__qualname__};"
+            " install it with PickleSession(app)"
+        )
+    secret_key = app.config.get("SECRET_KEY")
+    if not secret_key:
+        raise OperatorError("SECRET_KEY is not set: stored sessions cannot be verified")
+    settings = interface.settings_for(app)
+    ring = settings.keyring(secret_key, app.config.get("SECRET_KEY_FALLBACKS"))
+    ttl = int(app.permanent_session_lifetime.total_seconds() * 1000)
+    return Target(settings.store, settings.codec, ring, settings.key_prefix,
+                  settings.max_size, ttl)
+
+
+def session_keys(target: Target) -> tuple[list[str], int]:
+    """Return ``(session keys under the prefix, count of other keys skipped)``."""
+    keys, others = [], 0
+    for key in target.store.scan(target.prefix):
+        if is_valid_sid(target.sid(key)):
+            keys.append(key)
+        else:
+            others += 1
+    return keys, others
+
+
+def check_sid(sid: str) -> None:
+    """Refuse anything that is not a session id before it reaches a store key."""
+    if not is_valid_sid(sid):
+        raise OperatorError(
+            f"not a session id: {sid!r} (expected 43 characters of URL-safe base64,"
+            " the part of the cookie before the first '.')"
+        )
+
+
+# -- stats ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stats:
+    """Sizes and expiries of the stored sessions."""
+
+    count: int = 0
+    total_size: int = 0
+    #: ``(size, short hash)`` of the largest session.
+    largest: tuple[int, str] | None = None
+    #: ``(remaining ms, short hash)`` of the session that expires first / last.
+    first_expiry: tuple[int, str] | None = None
+    last_expiry: tuple[int, str] | None = None
+    #: Sessions stored without an expiry (Redis keys written by something else).
+    no_expiry: int = 0
+    #: Keys whose size and expiry cannot be read (not a record file, wrong type).
+    unreadable: int = 0
+
+    def add(self, key: str, size: int, ttl: int) -> None:
+        """Count one session."""
+        name = short_hash(key)
+        self.count += 1
+        self.total_size += size
+        if self.largest is None or size > self.largest[0]:
+            self.largest = (size, name)
+        if ttl < 0:
+            self.no_expiry += 1
+            return
+        if self.first_expiry is None or ttl < self.first_expiry[0]:
+            self.first_expiry = (ttl, name)
+        if self.last_expiry is None or ttl > self.last_expiry[0]:
+            self.last_expiry = (ttl, name)
+
+
+def add_stats(target: Target, stats: Stats, key: str) -> None:
+    """Add one session to ``stats``; one that expired meanwhile is not counted."""
+    try:
+        info = target.store.info(key)
+    except CorruptRecord:
+        stats.unreadable += 1
+        return
+    if info is not None:
+        stats.add(target.sid(key), info.size, info.ttl)
+
+
+# -- inspect -------------------------------------------------------------------
+
+
+class Value(t.NamedTuple):
+    """One decoded entry of an inspected session."""
+
+    key: str
+    value: t.Any
+    #: Why the value was not decoded, or None if it was.
+    refused: str | None
+    #: True if the entry is still MACed with a fallback key.
+    stale: bool
+
+
+class Inspection(t.NamedTuple):
+    """An authenticated session, decoded key by key."""
+
+    size: int
+    ttl: int
+    values: list[Value]
+
+
+def inspect_session(target: Target, sid: str) -> Inspection:
+    """Load, authenticate and decode one session.
+
+    Nothing is decoded unless every entry passes its MAC check, as in a
+    request; an entry the codec refuses (a pickle in strict JSON mode, a class
+    outside the allowlist) is reported, never forced open.
+    """
+    check_sid(sid)
+    key = target.key(sid)
+    data: bytes | None = None
+    try:
+        info = target.store.info(key)
+        data = target.store.load(key)
+        if data is None or info is None:
+            raise OperatorError(
+                f"no session {short_hash(sid)} in the store (unknown or expired id)"
+            )
+        entries, stale = open_entries(target.ring, sid, parse_raw(data))
+    except CorruptRecord as exc:
+        failed = _failed_keys(target.ring, sid, data) if data else []
+        detail = f" (keys: {', '.join(map(repr, failed))})" if failed else ""
+        raise OperatorError(
+            f"refusing session {short_hash(sid)}: {exc}{detail}; nothing was decoded"
+        ) from exc
+    values = [_decode(target.codec, name, entry.value, name in stale)
+              for name, entry in entries.items()]
+    return Inspection(info.size, info.ttl, values)
+
+
+def _failed_keys(ring: KeyRing, sid: str, data: bytes) -> list[str]:
+    """Name the entries no key authenticates, to tell the operator what is wrong."""
+    try:
+        raw = parse_raw(data)
+    except CorruptRecord:
+        return []
+    failed = []
+    for key, body in raw.items():
+        try:
+            open_entries(ring, sid, {key: body})
+        except CorruptRecord:
+            failed.append(key.decode("utf-8", "backslashreplace"))
+    return failed
+
+
+def _decode(codec: Codec, name: str, value: bytes, stale: bool) -> Value:
+    try:
+        return Value(name, codec.decode(value), None, stale)
+    except CorruptEntry as exc:
+        return Value(name, None, str(exc), stale)
+
+
+# -- delete and clear ------------------------------------------------------------
+
+
+def delete_session(target: Target, sid: str) -> None:
+    """Delete one session; an unknown id is an error, to catch typos."""
+    check_sid(sid)
+    key = target.key(sid)
+    try:
+        exists = target.store.info(key) is not None
+    except CorruptRecord:
+        exists = True  # there but unreadable: deleting it is the fix
+    if not exists:
+        raise OperatorError(
+            f"no session {short_hash(sid)} in the store (unknown or expired id)"
+        )
+    target.store.delete(key)
+
+
+# -- rekey ---------------------------------------------------------------------
+
+#: Outcomes of :func:`rekey_session`.
+REKEYED, CURRENT, FAILED, GONE_MEANWHILE = "rekeyed", "current", "failed", "gone"
+
+
+def rekey_ops(ring: KeyRing, sid: str, entries: dict[str, t.Any],
+              stale: Iterable[str]) -> list[Op]:
+    """Conditional re-MAC operations for the entries MACed by a fallback key.
+
+    Each applies only if the entry still has the MAC that was read, so a
+    request that changed it meanwhile wins.
+    """
+    ops: list[Op] = []
+    for name in sorted(stale):
+        entry, key = entries[name], name.encode("utf-8")
+        ops.append((OP_SET_IF_MAC, key, entry.mac + seal(ring, sid, key, entry.value)))
+    return ops
+
+
+def rekey_session(target: Target, key: str) -> str:
+    """Re-MAC one session's stale entries with the current key; return the outcome."""
+    sid = target.sid(key)
+    try:
+        data = target.store.load(key)
+        if data is None:
+            return GONE_MEANWHILE
+        entries, stale = open_entries(target.ring, sid, parse_raw(data))
+    except CorruptRecord:
+        return FAILED
+    if not stale:
+        return CURRENT
+    info = target.store.info(key)
+    if info is None:
+        return GONE_MEANWHILE
+    ttl = info.ttl if info.ttl > 0 else target.default_ttl
+    result = target.store.patch(key, rekey_ops(target.ring, sid, entries, stale),
+                                ttl, target.max_size)
+    return _patch_outcome(result)
+
+
+def _patch_outcome(result: int) -> str:
+    if result > 0:
+        return REKEYED
+    if result in (0, GONE):
+        return GONE_MEANWHILE
+    if result in (CORRUPT, TOO_LARGE):
+        return FAILED
+    raise AssertionError(f"unexpected patch result {result}")  # pragma: no cover
+
