@@ -1,0 +1,110 @@
+"""Value encodings: natives, pickle, strict JSON, the allowlist."""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+import uuid
+
+import pytest
+from markupsafe import Markup
+
+from flask_picklesession.codec import CorruptEntry, JSONCodec, PickleCodec, make_codec
+from flask_picklesession.errors import SerializationError
+
+NATIVES = ["", "text", "\u00e9\ud83d\ude00", 0, -5, 2**100, 1.5, float("inf"), b"", b"\x00\xff",
+           True, False, None]
+
+
+@pytest.mark.parametrize("codec", [PickleCodec(), JSONCodec()], ids=["pickle", "json"])
+@pytest.mark.parametrize("value", NATIVES, ids=repr)
+def test_natives_round_trip_with_exact_type(codec, value):
+    decoded = codec.decode(codec.encode("k", value))
+    assert decoded == value and type(decoded) is type(value)
+
+
+def test_natives_never_touch_pickle():
+    codec = PickleCodec()
+    for value in NATIVES:
+        assert codec.encode("k", value)[:1] != b"p"
+
+
+def test_huge_int_falls_back_to_pickle():
+    codec = PickleCodec()
+    value = 10**5000
+    encoded = codec.encode("k", value)
+    assert encoded[:1] == b"p" and codec.decode(encoded) == value
+
+
+def test_pickle_uses_highest_protocol_without_frame_header():
+    codec = PickleCodec()
+    encoded = codec.encode("k", {"a": [1, 2, 3]})
+    assert encoded[:1] == b"p" and not encoded[1:].startswith(b"\x80")
+    assert codec.decode(encoded) == {"a": [1, 2, 3]}
+    big = list(range(1000))
+    assert codec.decode(codec.encode("k", big)) == big
+    assert len(codec.encode("k", big)) < len(pickle.dumps(big, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_subclasses_of_natives_keep_their_type():
+    codec = PickleCodec()
+    value = Markup("<b>x</b>")
+    assert type(codec.decode(codec.encode("k", value))) is Markup
+
+
+def test_json_matches_flask_tagged_types():
+    codec = JSONCodec()
+    values = [(1, 2), Markup("<i>"), uuid.UUID(int=5),
+              datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+              {"nested": (1, b"x")}, [1, {" t": "not a tag"}]]
+    for value in values:
+        assert codec.decode(codec.encode("k", value)) == value
+
+
+@pytest.mark.parametrize("value", [{1, 2}, object(), frozenset(), complex(1, 2)])
+def test_json_refuses_other_types_naming_the_key(value):
+    with pytest.raises(SerializationError, match="'basket'") as info:
+        JSONCodec().encode("basket", value)
+    assert info.value.key == "basket" and isinstance(info.value, TypeError)
+
+
+def test_json_refuses_pickled_entries_without_unpickling(monkeypatch):
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    with pytest.raises(CorruptEntry):
+        JSONCodec().decode(b"p" + pickle.dumps(1))
+
+
+@pytest.mark.parametrize("data", [b"", b"?", b"i12x", b"f\x00", b"pnot a pickle", b"j{bad",
+                                  b"s\xff\xfe\xff"])
+def test_undecodable_values_are_corrupt_entries(data):
+    with pytest.raises(CorruptEntry):
+        PickleCodec().decode(data)
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def test_allowlist_is_exact_module_and_name():
+    encoded = PickleCodec().encode("k", Point(1))
+    assert PickleCodec([f"{__name__}.Point"]).decode(encoded).x == 1
+    for names in ([f"{__name__}.Poin"], [f"{__name__}"], ["Point"], [f"{__name__}.Point2"]):
+        with pytest.raises(CorruptEntry, match="ALLOWLIST"):
+            PickleCodec(names).decode(encoded)
+
+
+def test_allowlist_blocks_code_execution_gadgets():
+    class Gadget:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    data = b"p" + pickle.dumps(Gadget())
+    with pytest.raises(CorruptEntry, match="builtins.print"):
+        PickleCodec(["datetime.date"]).decode(data)
+
+
+def test_make_codec_names():
+    assert make_codec("pickle").name == "pickle" and make_codec("json").name == "json"
+    with pytest.raises(ValueError):
+        make_codec("yaml")

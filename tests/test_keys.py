@@ -1,0 +1,63 @@
+"""Signing keys and rotation order (itsdangerous style: newest verifies first)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flask_picklesession.cookie import make_cookie, read_cookie
+from flask_picklesession.errors import ConfigurationError
+from flask_picklesession.keys import KeyRing, keyring_cache
+
+SID = "s" * 43
+
+
+def test_current_key_signs_and_all_verify():
+    rotated = KeyRing("new", ["oldest", "old"])
+    signed = rotated.sign("value")
+    assert KeyRing("new").unsign(signed) == ("value", False)
+    assert KeyRing("old").unsign(signed) is None
+    assert rotated.unsign(KeyRing("old").sign("v")) == ("v", True)
+    assert rotated.unsign(KeyRing("oldest").sign("v")) == ("v", True)
+    assert rotated.unsign(KeyRing("other").sign("v")) is None
+
+
+def test_payload_mac_key_differs_from_cookie_key():
+    ring = KeyRing("k")
+    signature = ring.sign("x").rsplit(".", 1)[1]
+    assert ring.check_mac(b"x", signature.encode()[:16]) is None
+
+
+def test_check_mac_names_the_key_that_verified():
+    ring = KeyRing("new", ["old"])
+    assert ring.check_mac(b"m", KeyRing("new").mac(b"m")) == 0
+    assert ring.check_mac(b"m", KeyRing("old").mac(b"m")) == 1
+
+
+@pytest.mark.parametrize("fallbacks", ["old", b"old", 5, [""], [None]])
+def test_bad_fallbacks_are_refused(fallbacks):
+    with pytest.raises(ConfigurationError):
+        KeyRing("k", fallbacks)
+
+
+@pytest.mark.parametrize("secret", ["", b"", 5])
+def test_bad_secret_is_refused(secret):
+    with pytest.raises(ConfigurationError):
+        KeyRing(secret)
+
+
+def test_keyring_cache_rebuilds_on_change():
+    get = keyring_cache()
+    first = get("a", None)
+    assert get("a", None) is first
+    assert get("b", None) is not first
+
+
+def test_cookie_round_trip_and_refusals():
+    ring = KeyRing("k")
+    value = make_cookie(ring, SID, 0x1234, True)
+    assert read_cookie(ring, value) == (SID, 0x1234, True, False)
+    assert read_cookie(ring, make_cookie(ring, SID, 7, False)).permanent is False
+    for bad in (None, "", "x" * 500, "\u00e9", value[:-1], value + "x",
+                ring.sign("short.1p"), ring.sign(SID + ".zzp"), ring.sign(SID + ".1x"),
+                ring.sign(SID)):
+        assert read_cookie(ring, bad) is None

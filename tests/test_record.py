@@ -1,0 +1,84 @@
+"""The stored record format: layout, bounds, merges, MACs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flask_picklesession.keys import KeyRing
+from flask_picklesession.record import (
+    OP_DELETE,
+    OP_SET,
+    OP_SET_IF_MAC,
+    CorruptRecord,
+    apply_ops,
+    build,
+    encode_varint,
+    open_entries,
+    parse_raw,
+    record_size,
+    seal,
+)
+
+SID = "A" * 43
+bodies = st.dictionaries(st.binary(max_size=20), st.binary(min_size=16, max_size=300), max_size=8)
+
+
+@given(bodies)
+def test_build_and_parse_are_inverse(entries):
+    data = build(entries)
+    assert parse_raw(data) == entries
+    assert record_size(entries.items()) == len(data)
+
+
+@given(st.integers(min_value=0, max_value=2**34))
+def test_varint_round_trip(number):
+    from flask_picklesession.record import _read_varint
+
+    encoded = encode_varint(number)
+    assert _read_varint(encoded + b"rest", 0) == (number, len(encoded))
+
+
+def test_declared_lengths_are_checked_before_slicing():
+    for data in (b"\x01\xff\xff\xff\xff\x0f", b"\x01\x01k\xff\xff\xff\x7f", b"\x01\x80",
+                 b"\x01\x01k\x01" + b"m" * 16, b"\x00", b""):
+        with pytest.raises(CorruptRecord):
+            parse_raw(data)
+
+
+def test_apply_ops_semantics():
+    mac_a, mac_b = b"a" * 16, b"b" * 16
+    base = build({b"x": mac_a + b"1", b"y": mac_b + b"2"})
+    merged = apply_ops(base, [
+        (OP_SET, b"z", mac_a + b"3"),
+        (OP_DELETE, b"x", b""),
+        (OP_SET_IF_MAC, b"y", mac_a + mac_b + b"stale"),  # MAC differs: skipped
+    ])
+    assert merged == {b"y": mac_b + b"2", b"z": mac_a + b"3"}
+    rekeyed = apply_ops(base, [(OP_SET_IF_MAC, b"y", mac_b + mac_a + b"2")])
+    assert rekeyed[b"y"] == mac_a + b"2"
+    assert apply_ops(None, [(OP_SET, b"z", mac_a)]) is None
+
+
+def test_mac_binds_session_key_and_value():
+    ring = KeyRing("secret")
+    sealed = seal(ring, SID, b"role", b"sadmin")
+    assert open_entries(ring, SID, {b"role": sealed})[0]["role"].value == b"sadmin"
+    for sid, key, body in [
+        ("B" * 43, b"role", sealed),
+        (SID, b"rolf", sealed),
+        (SID, b"role", sealed[:16] + b"sguest"),
+        (SID, b"role", bytes([sealed[0] ^ 1]) + sealed[1:]),
+    ]:
+        with pytest.raises(CorruptRecord, match="MAC"):
+            open_entries(ring, sid, {key: body})
+
+
+def test_open_entries_reports_fallback_keys():
+    old, new = KeyRing("old"), KeyRing("new", ["old"])
+    raw = {b"a": seal(old, SID, b"a", b"s1"), b"b": seal(new, SID, b"b", b"s2")}
+    entries, stale = open_entries(new, SID, raw)
+    assert set(entries) == {"a", "b"} and stale == {"a"}
+    with pytest.raises(CorruptRecord):
+        open_entries(KeyRing("new"), SID, raw)

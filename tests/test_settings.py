@@ -1,0 +1,87 @@
+"""Configuration is checked once per app, with errors that name the key."""
+
+from __future__ import annotations
+
+import flask
+import pytest
+
+from flask_picklesession import ConfigurationError, FileSystemStore, PickleSession, RedisStore
+
+BAD = [
+    ("PICKLESESSION_STORE", "memcached"),
+    ("PICKLESESSION_STORE", 42),
+    ("PICKLESESSION_SERIALIZER", "yaml"),
+    ("PICKLESESSION_MAX_SIZE", "big"),
+    ("PICKLESESSION_MAX_SIZE", 0),
+    ("PICKLESESSION_MAX_SIZE", True),
+    ("PICKLESESSION_KEY_PREFIX", "../"),
+    ("PICKLESESSION_KEY_PREFIX", 5),
+    ("PICKLESESSION_PICKLE_ALLOWLIST", "datetime.date"),
+    ("PICKLESESSION_PICKLE_ALLOWLIST", ["no_dot"]),
+    ("PICKLESESSION_REDIS_URL", ""),
+]
+
+
+def make(tmp_path, **config):
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="k", **config)
+    return app
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={v!r}" for k, v in BAD])
+def test_bad_setting_fails_at_init_naming_the_key(tmp_path, key, value):
+    config = {key: value}
+    if key == "PICKLESESSION_REDIS_URL":
+        config["PICKLESESSION_STORE"] = "redis"
+    with pytest.raises(ConfigurationError, match=key):
+        PickleSession(make(tmp_path, **config))
+
+
+def test_defaults(tmp_path):
+    app = make(tmp_path)
+    settings = PickleSession(app).settings_for(app)
+    assert isinstance(settings.store, FileSystemStore)
+    assert settings.store.directory == str(tmp_path / "sessions")
+    assert settings.key_prefix == "session:" and settings.max_size == 262144
+    assert settings.codec.name == "pickle"
+
+
+def test_explicit_arguments_win_over_config(tmp_path, redis_client):
+    app = make(tmp_path, PICKLESESSION_STORE="filesystem", PICKLESESSION_SERIALIZER="pickle")
+    store = RedisStore(redis_client)
+    ps = PickleSession(store=store, serializer="json")
+    ps.init_app(app)
+    settings = ps.settings_for(app)
+    assert settings.store is store and settings.codec.name == "json"
+    assert app.session_interface is ps
+
+
+def test_one_instance_serves_apps_with_their_own_settings(tmp_path):
+    ps = PickleSession()
+    one = make(tmp_path / "one", PICKLESESSION_KEY_PREFIX="one:")
+    two = make(tmp_path / "two", PICKLESESSION_SERIALIZER="json")
+    one.session_interface = two.session_interface = ps
+    for app in (one, two):
+        @app.route("/")
+        def index():
+            flask.session["x"] = 1
+            return "ok"
+
+        app.test_client().get("/")
+    assert ps.settings_for(one).key_prefix == "one:"
+    assert ps.settings_for(two).codec.name == "json"
+    assert (tmp_path / "one" / "sessions").is_dir() and (tmp_path / "two" / "sessions").is_dir()
+
+
+def test_settings_read_lazily_on_first_request(tmp_path):
+    app = make(tmp_path)
+    app.session_interface = PickleSession()
+    app.config["PICKLESESSION_KEY_PREFIX"] = "late:"  # set after install
+
+    @app.route("/")
+    def index():
+        flask.session["x"] = 1
+        return "ok"
+
+    app.test_client().get("/")
+    assert any(p.name.startswith("late:") for p in (tmp_path / "sessions").iterdir())
