@@ -1,71 +1,103 @@
-"""What one request's session needs to reach its store: a small bundle."""
+"""What one request's session needs to reach its store, worked out lazily.
+
+A request that never touches the session should cost next to nothing, so the
+cookie is verified, the clock read and the config consulted only when
+something asks for them.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 import typing as t
 
+from .cookie import peek_permanent, read_cookie
+from .errors import ConfigurationError
 from .ids import short_hash
 from .record import CorruptRecord, open_entries, parse_raw
 
 if t.TYPE_CHECKING:
-    from .codec import Codec
+    from flask import Flask
+
     from .cookie import CookieRef
     from .keys import KeyRing
     from .record import Entry
-    from .store import Store
+    from .settings import Settings
 
 logger = logging.getLogger("flask_picklesession")
 
 
 class Binding:
-    """Store, codec, keys and timing of one request, fixed when it opens."""
+    """Store, codec, keys and timing of one request's session."""
 
-    __slots__ = (
-        "codec",
-        "cookie",
-        "max_size",
-        "now",
-        "prefix",
-        "refresh",
-        "refresh_due",
-        "ring",
-        "store",
-        "ttl",
-    )
+    def __init__(self, app: Flask, settings: Settings, raw_cookie: str | None) -> None:
+        self.app = app
+        self.store = settings.store
+        self.codec = settings.codec
+        self.prefix = settings.key_prefix
+        self.max_size = settings.max_size
+        self._settings = settings
+        #: The session cookie as the client sent it, not yet verified.
+        self.raw_cookie = raw_cookie
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        codec: Codec,
-        ring: KeyRing,
-        prefix: str,
-        max_size: int,
-        ttl: int,
-        now: int,
-        refresh: bool,
-        cookie: CookieRef | None,
-    ) -> None:
-        self.store = store
-        self.codec = codec
-        self.ring = ring
-        self.prefix = prefix
-        self.max_size = max_size
-        #: Lifetime of a stored entry, in ms.
-        self.ttl = ttl
-        #: Request time in ms since the epoch.
-        self.now = now
-        #: Flask would refresh a permanent cookie on this request.
-        self.refresh = refresh
-        self.cookie = cookie
-        #: The stored expiry of this permanent session should be pushed back.
-        self.refresh_due = bool(
-            refresh
+    @functools.cached_property
+    def ring(self) -> KeyRing:
+        config = self.app.config
+        return self._settings.keyring(
+            config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS")
+        )
+
+    @functools.cached_property
+    def cookie(self) -> CookieRef | None:
+        """The verified cookie, or None if absent or not trustworthy."""
+        return read_cookie(self.ring, self.raw_cookie)
+
+    @functools.cached_property
+    def ttl(self) -> int:
+        """Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``)."""
+        ttl = int(self.app.permanent_session_lifetime.total_seconds() * 1000)
+        if ttl <= 0:
+            raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
+        return ttl
+
+    @functools.cached_property
+    def now(self) -> int:
+        """Time of the first store-related decision, in ms since the epoch."""
+        return time.time_ns() // 1_000_000
+
+    @functools.cached_property
+    def refresh(self) -> bool:
+        """Flask would refresh a permanent cookie on this request."""
+        return bool(self.app.config["SESSION_REFRESH_EACH_REQUEST"])
+
+    @functools.cached_property
+    def refresh_due(self) -> bool:
+        """The stored expiry of this permanent session should be pushed back.
+
+        Due once 1% of the lifetime has passed since it was last set, so a
+        busy session refreshes rarely and never loses more than 1%.
+        """
+        cookie = self.cookie
+        return bool(
+            self.refresh
             and cookie is not None
             and cookie.permanent
-            and now - cookie.stamp >= ttl // 100
+            and self.now - cookie.stamp >= self.ttl // 100
         )
+
+    def cookie_may_change(self) -> bool:
+        """Could the cookie need re-sending although the session was not used?
+
+        Only a permanent cookie under ``SESSION_REFRESH_EACH_REQUEST``, or one
+        signed with a fallback key during a rotation, does. The permanence flag
+        is peeked at unverified: a false flag only leads to verifying.
+        """
+        if self.raw_cookie is None:
+            return False
+        if self.app.config.get("SECRET_KEY_FALLBACKS"):
+            return True
+        return self.refresh and peek_permanent(self.raw_cookie)
 
     def key(self, sid: str) -> str:
         """Store key of a session id."""

@@ -15,6 +15,8 @@ import typing as t
 from .ids import is_valid_sid
 
 if t.TYPE_CHECKING:
+    from flask import Request
+
     from .keys import KeyRing
 
 #: Longest cookie value looked at; anything longer is refused unread.
@@ -35,6 +37,35 @@ class CookieRef(t.NamedTuple):
 def make_cookie(ring: KeyRing, sid: str, stamp: int, permanent: bool) -> str:
     """Return the signed cookie value, signed with the current key."""
     return ring.sign(f"{sid}.{stamp:x}{'p' if permanent else 's'}")
+
+
+def raw_cookie(request: Request, name: str) -> str | None:
+    """Return the request's cookie ``name`` without parsing every cookie.
+
+    Werkzeug's full parse costs more than everything else an untouched
+    request does here; a parse the app already made is reused. Quoted values
+    are returned as sent: this package never quotes, so they fail to verify.
+    """
+    parsed = request.__dict__.get("cookies")
+    if parsed is not None:
+        return t.cast("str | None", parsed.get(name))
+    header = request.environ.get("HTTP_COOKIE")
+    if not header or name not in header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
+def peek_permanent(value: str) -> bool:
+    """Read the permanence flag without verifying the signature.
+
+    Only good for deciding whether verifying is worth it.
+    """
+    meta = value.rsplit(".", 2)[-2:-1]
+    return bool(meta) and meta[0].endswith("p")
 
 
 def read_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import typing as t
 import weakref
 
 from flask.sessions import SessionInterface
 
 from .binding import Binding
-from .cookie import read_cookie
-from .errors import ConfigurationError
-from .ids import new_sid
+from .cookie import raw_cookie
 from .saving import save
 from .session import ServerSession
 from .settings import build_settings
@@ -76,37 +73,12 @@ class PickleSession(SessionInterface):
             settings = self._settings[app] = build_settings(app, self._overrides)
         return settings
 
-    def _binding(self, app: Flask, request: Request | None) -> Binding | None:
-        secret_key = app.config.get("SECRET_KEY")
-        if not secret_key:
-            return None  # Flask's null session explains that a key is missing
-        settings = self.settings_for(app)
-        ring = settings.keyring(secret_key, app.config.get("SECRET_KEY_FALLBACKS"))
-        cookie = None
-        if request is not None:
-            cookie = read_cookie(ring, request.cookies.get(self.get_cookie_name(app)))
-        ttl = int(app.permanent_session_lifetime.total_seconds() * 1000)
-        if ttl <= 0:
-            raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
-        return Binding(
-            store=settings.store,
-            codec=settings.codec,
-            ring=ring,
-            prefix=settings.key_prefix,
-            max_size=settings.max_size,
-            ttl=ttl,
-            now=time.time_ns() // 1_000_000,
-            cookie=cookie,
-            refresh=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]),
-        )
-
     def open_session(self, app: Flask, request: Request) -> ServerSession | None:
-        """Return a session bound to the request's cookie; the store is not read yet."""
-        binding = self._binding(app, request)
-        if binding is None:
-            return None
-        sid = binding.cookie.sid if binding.cookie is not None else new_sid()
-        return self.session_class(binding, sid)
+        """Return a session for the request; nothing is verified or read yet."""
+        if not app.config.get("SECRET_KEY"):
+            return None  # Flask's null session explains that a key is missing
+        cookie = raw_cookie(request, self.get_cookie_name(app))
+        return self.session_class(Binding(app, self.settings_for(app), cookie))
 
     def save_session(
         self, app: Flask, session: SessionMixin, response: Response

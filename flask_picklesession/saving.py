@@ -46,6 +46,8 @@ def save(session: ServerSession) -> CookieUpdate | None:
     """Write what the request changed; return the cookie change, if any."""
     if session._suppressed:
         return None
+    if not session.accessed and not session._binding.cookie_may_change():
+        return None  # untouched: not even the cookie's signature is checked
     if session._cleared:
         return _save_cleared(session)
     sets, deletes = _changes(session)
@@ -179,7 +181,7 @@ def _create(
         if len(record) > b.max_size:
             raise SessionTooLarge(len(record), b.max_size)
         if b.store.create(b.key(session.sid), record, b.ttl):
-            session._exists = True
+            session._found = True
             return _cookie(session, b.now)
         fresh_id = True
     raise RuntimeError("could not find an unused session id")  # pragma: no cover
@@ -217,7 +219,7 @@ def _patch(
         )
     # Written blind (never read) and the record is gone: keep the writes in
     # a new session rather than lose them; the old one is not brought back.
-    session._exists = False
+    session._found = False
     return _create(session, sets, fresh_id=True)
 
 
@@ -268,7 +270,7 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     for sid in {b.cookie.sid if b.cookie else None, session._replaced_sid} - {None}:
         b.store.delete(b.key(t.cast(str, sid)))
     values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
-    session._exists = False
+    session._found = False
     if set(values) - _META_KEYS:
         return _create(session, values, fresh_id=True)
     return _DELETE if b.cookie is not None else None

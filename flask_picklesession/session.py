@@ -29,17 +29,18 @@ _MISSING = object()
 class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     """A server-side session: ``session.sid`` is its id in the store."""
 
-    def __init__(self, binding: Binding, sid: str) -> None:
+    def __init__(self, binding: Binding) -> None:
         self._binding = binding
-        #: The session id; the store key is ``PICKLESESSION_KEY_PREFIX + sid``.
-        self.sid = sid
+        self._sid: str | None = None
         #: True once the request read or wrote the session (adds ``Vary: Cookie``).
         self.accessed = False
         #: Stored entries as loaded, or None before the first read.
         self._entries: dict[str, Entry] | None = None
         #: Keys whose MAC was made by a fallback key.
         self._stale: set[str] = set()
-        self._exists = binding.cookie is not None
+        #: Whether the store holds this session: None until known (a valid
+        #: cookie suggests so, a load tells).
+        self._found: bool | None = None
         self._values: dict[str, t.Any] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
@@ -49,12 +50,31 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         #: Id this session had before :meth:`regenerate`, to delete on save.
         self._replaced_sid: str | None = None
 
+    @property
+    def sid(self) -> str:
+        """The session id; the store key is ``PICKLESESSION_KEY_PREFIX + sid``."""
+        if self._sid is None:
+            cookie = self._binding.cookie
+            self._sid = cookie.sid if cookie is not None else new_sid()
+        return self._sid
+
+    @sid.setter
+    def sid(self, value: str) -> None:
+        self._sid = value
+
+    @property
+    def _exists(self) -> bool:
+        """Whether the store is known, or assumed from the cookie, to hold it."""
+        if self._found is None:
+            return self._binding.cookie is not None
+        return self._found
+
     # -- loading -----------------------------------------------------------
 
     def _load(self) -> dict[str, Entry]:
         if self._entries is None:
             found = self._binding.load(self.sid) if self._exists else None
-            self._exists = found is not None
+            self._found = found is not None
             self._entries, self._stale = found if found is not None else ({}, set())
         return self._entries
 
@@ -75,7 +95,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     def _discard_stored(self) -> None:
         """Forget an untrustworthy stored session, keeping this request's writes."""
-        self._entries, self._stale, self._exists = {}, set(), False
+        self._entries, self._stale, self._found = {}, set(), False
         self._values = {k: self._values[k] for k in self._dirty}
         self._deleted.clear()
 
