@@ -49,8 +49,8 @@ def raw_cookie(request: Request, name: str) -> str | None:
     parsed = request.__dict__.get("cookies")
     if parsed is not None:
         return t.cast("str | None", parsed.get(name))
-    header = request.environ.get("HTTP_COOKIE")
-    if not header or name not in header:
+    header: str = request.environ.get("HTTP_COOKIE", "")
+    if name not in header:
         return None
     for part in header.split(";"):
         key, sep, value = part.strip().partition("=")
