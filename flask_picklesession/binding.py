@@ -7,7 +7,6 @@ something asks for them.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import typing as t
@@ -27,6 +26,31 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_picklesession")
 
+_T = t.TypeVar("_T")
+
+
+class _once(t.Generic[_T]):
+    """Compute an attribute on first use, then keep it in the instance.
+
+    Like ``functools.cached_property`` without its per-access lock (Python
+    < 3.12), which costs more than the values cached here.
+    """
+
+    def __init__(self, func: t.Callable[[t.Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+
+    @t.overload
+    def __get__(self, obj: None, owner: type) -> _once[_T]: ...
+    @t.overload
+    def __get__(self, obj: object, owner: type) -> _T: ...
+    def __get__(self, obj: object | None, owner: type) -> _T | _once[_T]:
+        if obj is None:
+            return self
+        value: _T = self.func(obj)
+        obj.__dict__[self.name] = value
+        return value
+
 
 class Binding:
     """Store, codec, keys and timing of one request's session."""
@@ -41,19 +65,19 @@ class Binding:
         #: The session cookie as the client sent it, not yet verified.
         self.raw_cookie = raw_cookie
 
-    @functools.cached_property
+    @_once
     def ring(self) -> KeyRing:
         config = self.app.config
         return self._settings.keyring(
             config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS")
         )
 
-    @functools.cached_property
+    @_once
     def cookie(self) -> CookieRef | None:
         """The verified cookie, or None if absent or not trustworthy."""
         return read_cookie(self.ring, self.raw_cookie)
 
-    @functools.cached_property
+    @_once
     def ttl(self) -> int:
         """Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``)."""
         ttl = int(self.app.permanent_session_lifetime.total_seconds() * 1000)
@@ -61,17 +85,17 @@ class Binding:
             raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
         return ttl
 
-    @functools.cached_property
+    @_once
     def now(self) -> int:
         """Time of the first store-related decision, in ms since the epoch."""
         return time.time_ns() // 1_000_000
 
-    @functools.cached_property
+    @_once
     def refresh(self) -> bool:
         """Flask would refresh a permanent cookie on this request."""
         return bool(self.app.config["SESSION_REFRESH_EACH_REQUEST"])
 
-    @functools.cached_property
+    @_once
     def refresh_due(self) -> bool:
         """The stored expiry of this permanent session should be pushed back.
 

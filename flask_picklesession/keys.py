@@ -106,9 +106,9 @@ class KeyRing:
 
         Comparison is constant time for each key tried.
         """
+        digest, compare = hmac.digest, hmac.compare_digest
         for index, key in enumerate(self._mac_keys):
-            expected = hmac.digest(key, message, "sha256")[:MAC_SIZE]
-            if hmac.compare_digest(expected, tag):
+            if compare(digest(key, message, "sha256")[:MAC_SIZE], tag):
                 return index
         return None
 

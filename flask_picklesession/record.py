@@ -145,18 +145,20 @@ def open_entries(
     with one forged entry is not trusted at all.
     """
     sid_bytes = sid.encode("ascii")
+    check = ring.check_mac
     entries: dict[str, Entry] = {}
     stale: set[str] = set()
     for key, body in raw.items():
-        mac, value = body[:MAC_SIZE], body[MAC_SIZE:]
-        used = ring.check_mac(_mac_message(sid_bytes, key, value), mac)
+        value = body[MAC_SIZE:]
+        message = b"".join((sid_bytes, encode_varint(len(key)), key, value))
+        used = check(message, body[:MAC_SIZE])
         if used is None:
             raise CorruptRecord("an entry failed its MAC check")
         try:
             name = key.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptRecord("a key is not UTF-8") from exc
-        entries[name] = Entry(mac, value)
+        entries[name] = Entry(body[:MAC_SIZE], value)
         if used:
             stale.add(name)
     return entries, stale
