@@ -15,7 +15,7 @@ import typing as t
 from .codec import IMMUTABLE_TYPES
 from .cookie import make_cookie
 from .errors import SerializationError, SessionTooLarge
-from .ids import new_sid, short_hash
+from .ids import short_hash
 from .record import OP_DELETE, OP_SET, OP_SET_IF_MAC, build, encode_varint, seal
 from .store import CORRUPT, GONE, TOO_LARGE
 
@@ -60,7 +60,7 @@ def save(session: ServerSession) -> CookieUpdate | None:
         # still MACed with a fallback key are re-keyed by this save.
         session._load()
     if not session._exists or session._binding.cookie is None:
-        return _create(session, sets, fresh_id=session._binding.cookie is not None)
+        return _create(session, sets)
     return _patch(session, sets, deletes)
 
 
@@ -124,7 +124,7 @@ def _is_permanent(session: ServerSession) -> bool:
 def _cookie(session: ServerSession, stamp: int) -> CookieUpdate:
     b = session._binding
     permanent = _is_permanent(session)
-    value = make_cookie(b.ring, session.sid, stamp, permanent)
+    value = make_cookie(b.ring, session._id(), stamp, permanent)
     if not permanent:
         return CookieUpdate(value)
     expires = datetime.datetime.fromtimestamp(
@@ -146,7 +146,7 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     if b.refresh and _is_permanent(session):
         if b.refresh_due:
             refreshed = session._entries is not None  # GETEX did it at load
-            if not refreshed and not b.store.touch(b.key(session.sid), b.ttl):
+            if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):
                 return None
             stamp = b.now
         return _cookie(session, stamp)
@@ -163,27 +163,25 @@ def _sealed(b: Binding, sid: str, values: dict[str, bytes]) -> dict[bytes, bytes
     return sealed
 
 
-def _create(
-    session: ServerSession, values: dict[str, bytes], fresh_id: bool
-) -> CookieUpdate | None:
+def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | None:
     """Store a session that has no record yet.
 
-    ``fresh_id`` gives it a new id first: an id that a client sent, or that
-    was deleted, is never stored again.
+    An id that a client sent is never stored anew: the record behind it is
+    gone or was never there, so the session gets a fresh id first.
     """
     b = session._binding
     if not set(values) - _META_KEYS:
         return _DELETE if b.cookie is not None else None
     for _ in range(_CREATE_TRIES):
-        if fresh_id:
-            session.sid = new_sid()
-        record = build(_sealed(b, session.sid, values))
+        if b.cookie is not None and session._id() == b.cookie.sid:
+            session._renew_id()
+        record = build(_sealed(b, session._id(), values))
         if len(record) > b.max_size:
             raise SessionTooLarge(len(record), b.max_size)
-        if b.store.create(b.key(session.sid), record, b.ttl):
+        if b.store.create(b.key(session._id()), record, b.ttl):
             session._found = True
             return _cookie(session, b.now)
-        fresh_id = True
+        session._renew_id()
     raise RuntimeError("could not find an unused session id")  # pragma: no cover
 
 
@@ -193,13 +191,13 @@ def _patch(
     """Merge the changed keys into the stored record, in one store operation."""
     b = session._binding
     ops: list[Op] = [
-        (OP_SET, kb, body) for kb, body in _sealed(b, session.sid, sets).items()
+        (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), sets).items()
     ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
     ops += _rekey_ops(session, set(sets) | deletes)
     if session._entries is not None:
         _check_size(session, ops)
-    result = b.store.patch(b.key(session.sid), ops, b.ttl, b.max_size)
+    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size)
     if result > 0:
         return _cookie(session, b.now)
     if result == 0:
@@ -209,18 +207,18 @@ def _patch(
     if result == GONE and session._entries is not None:
         logger.info(
             "session %s was deleted while this request ran; its changes are dropped",
-            short_hash(session.sid),
+            short_hash(session._id()),
         )
         return _DELETE
     if result == CORRUPT:
         logger.warning(
             "stored session %s is unreadable; starting a new one",
-            short_hash(session.sid),
+            short_hash(session._id()),
         )
     # Written blind (never read) and the record is gone: keep the writes in
     # a new session rather than lose them; the old one is not brought back.
     session._found = False
-    return _create(session, sets, fresh_id=True)
+    return _create(session, sets)
 
 
 def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
@@ -233,7 +231,11 @@ def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
     for key in session._stale - skip:
         entry, kb = entries[key], _key_bytes(key)
         ops.append(
-            (OP_SET_IF_MAC, kb, entry.mac + seal(b.ring, session.sid, kb, entry.value))
+            (
+                OP_SET_IF_MAC,
+                kb,
+                entry.mac + seal(b.ring, session._id(), kb, entry.value),
+            )
         )
     return ops
 
@@ -272,7 +274,7 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
     session._found = False
     if set(values) - _META_KEYS:
-        return _create(session, values, fresh_id=True)
+        return _create(session, values)
     return _DELETE if b.cookie is not None else None
 
 
@@ -287,7 +289,7 @@ def _save_regenerated(
     b = session._binding
     entries = session._entries or {}
     values = {k: sets[k] if k in sets else entries[k].value for k in session}
-    update = _create(session, values, fresh_id=False)
+    update = _create(session, values)
     if update is None:
         update = _DELETE
     b.store.delete(b.key(t.cast(str, session._replaced_sid)))

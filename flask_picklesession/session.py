@@ -52,15 +52,24 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     @property
     def sid(self) -> str:
-        """The session id; the store key is ``PICKLESESSION_KEY_PREFIX + sid``."""
+        """The session id; the store key is ``PICKLESESSION_KEY_PREFIX + sid``.
+
+        With a cookie, the session is loaded first: a cookie whose session is
+        gone gets a fresh id, and this shows the id the session will have.
+        """
+        if self._entries is None and self._binding.cookie is not None:
+            self._load()
+        return self._id()
+
+    def _id(self) -> str:
+        """The current id, without loading (for the package's own use)."""
         if self._sid is None:
             cookie = self._binding.cookie
             self._sid = cookie.sid if cookie is not None else new_sid()
         return self._sid
 
-    @sid.setter
-    def sid(self, value: str) -> None:
-        self._sid = value
+    def _renew_id(self) -> None:
+        self._sid = new_sid()
 
     @property
     def _exists(self) -> bool:
@@ -73,9 +82,11 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     def _load(self) -> dict[str, Entry]:
         if self._entries is None:
-            found = self._binding.load(self.sid) if self._exists else None
+            found = self._binding.load(self._id()) if self._exists else None
             self._found = found is not None
             self._entries, self._stale = found if found is not None else ({}, set())
+            if found is None and self._binding.cookie is not None:
+                self._renew_id()  # never store under an id a client sent
         return self._entries
 
     def _decode(self, key: str) -> t.Any:
@@ -87,7 +98,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         try:
             value = self._binding.codec.decode(entries[key].value)
         except CorruptEntry as exc:
-            warn_corrupt(self.sid, f"session[{key!r}]: {exc}")
+            warn_corrupt(self._id(), f"session[{key!r}]: {exc}")
             self._discard_stored()
             return _MISSING
         self._values[key] = value
@@ -96,6 +107,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     def _discard_stored(self) -> None:
         """Forget an untrustworthy stored session, keeping this request's writes."""
         self._entries, self._stale, self._found = {}, set(), False
+        self._renew_id()
         self._values = {k: self._values[k] for k in self._dirty}
         self._deleted.clear()
 
@@ -231,5 +243,5 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._load()
         self._suppressed = False
         if self._replaced_sid is None and self._exists:
-            self._replaced_sid = self.sid
-        self.sid = new_sid()
+            self._replaced_sid = self._id()
+        self._renew_id()
