@@ -214,13 +214,14 @@ class FileSystemStore(Store):
                 os.unlink(temp)
             raise StoreUnavailable(f"cannot write session file: {exc}") from exc
 
-    def _unlink(self, path: str) -> None:
+    def _unlink(self, path: str) -> bool:
         try:
             os.unlink(path)
         except FileNotFoundError:
-            pass
+            return False
         except OSError as exc:
             raise StoreUnavailable(f"cannot delete session file: {exc}") from exc
+        return True
 
     def create(self, key: str, record: bytes, ttl: int) -> bool:
         with self._locked(key):
@@ -255,14 +256,15 @@ class FileSystemStore(Store):
             self._write(key, record, ttl)
             return len(entries)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         with self._locked(key):
             path = self._path(key)
             try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    self._unlink(path)
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    return False  # not a session file; never removed recursively
             except FileNotFoundError:
-                pass
+                return False
+            return self._unlink(path)
 
     def cleanup(self) -> int:
         """Remove expired session files and temporary files left by a crash."""

@@ -64,10 +64,12 @@ class PickleSession(SessionInterface):
     def init_app(self, app: Flask) -> None:
         """Install on ``app`` and check its configuration now."""
         app.session_interface = self
-        self.settings_for(app)
+        self.pickle_based = self.settings_for(app).codec.name == "pickle"
 
     def settings_for(self, app: Flask) -> Settings:
         """Return the checked ``PICKLESESSION_*`` settings of ``app``."""
+        # current_app is a proxy, which cannot be weakly referenced.
+        app = getattr(app, "_get_current_object", lambda: app)()
         settings = self._settings.get(app)
         if settings is None:
             settings = self._settings[app] = build_settings(app, self._overrides)

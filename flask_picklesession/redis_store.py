@@ -201,9 +201,9 @@ class RedisStore(Store):
         with self._errors("refresh a session"):
             return bool(self.client.pexpire(key, ttl))
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str) -> bool:
         with self._errors("delete a session"):
-            self.client.delete(key)
+            return bool(self.client.delete(key))
 
     def scan(self, prefix: str) -> Iterator[str]:
         pattern = _glob_escape(prefix) + "*"

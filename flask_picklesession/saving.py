@@ -205,10 +205,7 @@ def _patch(
     if result == TOO_LARGE:
         raise SessionTooLarge(None, b.max_size)
     if result == GONE and session._entries is not None:
-        logger.info(
-            "session %s was deleted while this request ran; its changes are dropped",
-            short_hash(session._id()),
-        )
+        _log_dropped(session)
         return _DELETE
     if result == CORRUPT:
         logger.warning(
@@ -219,6 +216,13 @@ def _patch(
     # a new session rather than lose them; the old one is not brought back.
     session._found = False
     return _create(session, sets)
+
+
+def _log_dropped(session: ServerSession) -> None:
+    logger.info(
+        "session %s was deleted while this request ran; its changes are dropped",
+        short_hash(session._id()),
+    )
 
 
 def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
@@ -284,13 +288,17 @@ def _save_regenerated(
     """Move the whole session to its new id, then delete the old id.
 
     Unchanged values are moved as stored bytes, re-MACed for the new id but
-    never decoded; they were authenticated when the session was loaded.
+    never decoded; they were authenticated when the session was loaded. If
+    the old id was deleted meanwhile (a logout), the copy is removed again:
+    a deleted session never comes back under a new id.
     """
     b = session._binding
     entries = session._entries or {}
     values = {k: sets[k] if k in sets else entries[k].value for k in session}
     update = _create(session, values)
-    if update is None:
-        update = _DELETE
-    b.store.delete(b.key(t.cast(str, session._replaced_sid)))
-    return update
+    old_key = b.key(t.cast(str, session._replaced_sid))
+    if b.store.delete(old_key) or update is None or update.value is None:
+        return update if update is not None else _DELETE
+    b.store.delete(b.key(session._id()))
+    _log_dropped(session)
+    return _DELETE

@@ -137,12 +137,13 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     def __delitem__(self, key: str) -> None:
         self.accessed = True
+        entries = self._load()
         if key not in self:
             raise KeyError(key)
         self._suppressed = False
         self._values.pop(key, None)
         self._dirty.discard(key)
-        if key in t.cast("dict[str, Entry]", self._entries):
+        if key in entries:
             self._deleted.add(key)
 
     def __contains__(self, key: object) -> bool:

@@ -68,8 +68,8 @@ class Store(abc.ABC):
         """Reset the expiry of a live record; return False if there is none."""
 
     @abc.abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove the record under ``key``, if any."""
+    def delete(self, key: str) -> bool:
+        """Remove the record under ``key``; return False if there was none."""
 
     @abc.abstractmethod
     def scan(self, prefix: str) -> Iterator[str]:

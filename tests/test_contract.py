@@ -521,3 +521,27 @@ def test_sid_seen_by_the_view_is_the_stored_key_even_for_a_stale_cookie(app, raw
     told = c.get("/write-and-tell").data.decode()
     assert told == sid_of(c) != ""
     assert raw_store.load("session:" + told) is not None
+
+
+def test_delete_without_reading_first(app):
+    @app.route("/set-then-del")
+    def set_then_del():
+        flask.session["x"] = 1
+        del flask.session["x"]
+        return repr("x" in flask.session)
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    assert c.get("/set-then-del").data == b"False"
+    assert c.get("/dump").data == b"[('a', '1')]"
+
+
+def test_settings_for_accepts_current_app(app):
+    with app.app_context():
+        assert app.session_interface.settings_for(flask.current_app) is app.session_interface.settings_for(app)
+
+
+def test_pickle_based_follows_configured_serializer(make_app):
+    app = make_app(PICKLESESSION_SERIALIZER="json")
+    assert app.session_interface.pickle_based is False

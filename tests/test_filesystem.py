@@ -205,3 +205,11 @@ def test_several_processes_merge_into_one_file(fs):
 
     keys = set(parse_raw(fs.load("shared")))
     assert len(keys) == 1 + 4 * 40
+
+
+def test_delete_tells_whether_there_was_a_record(fs, raw_store=None):
+    fs.create("k", record(a=b"1"), 60_000)
+    assert fs.delete("k") is True
+    assert fs.delete("k") is False
+    os.makedirs(os.path.join(fs.directory, "d"))
+    assert fs.delete("d") is False and os.path.isdir(os.path.join(fs.directory, "d"))
