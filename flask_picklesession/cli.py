@@ -51,6 +51,9 @@ REPR_LIMIT = 300
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
+#: An id may start with '-' (URL-safe base64): take it as the SID, not an option.
+_TAKES_SID = {"ignore_unknown_options": True}
+
 picklesession_cli = AppGroup(
     "picklesession",
     help="Inspect and maintain the server-side sessions of the app.",
@@ -143,9 +146,11 @@ def stats() -> None:
 
 def _stats_lines(target: Target, stats: Stats, others: int) -> list[str]:
     """Sessions are named by a short hash: output may be pasted where ids must not."""
-    lines = [f"store:          {target.store!r}",
-             f"key prefix:     {target.prefix!r}",
-             f"sessions:       {stats.count}"]
+    lines = [
+        f"store:          {target.store!r}",
+        f"key prefix:     {target.prefix!r}",
+        f"sessions:       {stats.count}",
+    ]
     if stats.count:
         lines.append(f"total size:     {_size(stats.total_size)}")
     if stats.largest:
@@ -166,10 +171,13 @@ def _stats_lines(target: Target, stats: Stats, others: int) -> list[str]:
     return lines
 
 
-@picklesession_cli.command()
+@picklesession_cli.command(context_settings=_TAKES_SID)
 @click.argument("sid", callback=_sid_argument)
-@click.option("--full", is_flag=True,
-              help=f"Print values longer than {REPR_LIMIT} characters whole.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help=f"Print values longer than {REPR_LIMIT} characters whole.",
+)
 @_reports_errors
 def inspect(sid: str, full: bool) -> None:
     """Show the decoded content of session SID, once every entry is authenticated.
@@ -178,8 +186,10 @@ def inspect(sid: str, full: bool) -> None:
     """
     target = _target()
     result = inspect_session(target, sid)
-    click.echo(f"session {short_hash(sid)}: {len(result.values)} key(s),"
-               f" {_size(result.size)}, expires in {_duration(result.ttl)}")
+    click.echo(
+        f"session {short_hash(sid)}: {len(result.values)} key(s),"
+        f" {_size(result.size)}, expires in {_duration(result.ttl)}"
+    )
     refused = 0
     for item in result.values:
         note = "  [MACed with a fallback key; run rekey]" if item.stale else ""
@@ -192,11 +202,13 @@ def inspect(sid: str, full: bool) -> None:
             text = f"{text[:REPR_LIMIT]}... ({len(text)} characters; --full shows all)"
         click.echo(f"{item.key} = {text}{note}")
     if refused:
-        raise click.ClickException(f"{refused} entry(ies) were refused by the"
-                                   f" {target.codec.name} serializer and not decoded")
+        raise click.ClickException(
+            f"{refused} entry(ies) were refused by the"
+            f" {target.codec.name} serializer and not decoded"
+        )
 
 
-@picklesession_cli.command()
+@picklesession_cli.command(context_settings=_TAKES_SID)
 @click.argument("sid", callback=_sid_argument)
 @_reports_errors
 def delete(sid: str) -> None:
@@ -216,8 +228,10 @@ def rekey() -> None:
     """
     target = _target()
     if not target.ring.has_fallbacks:
-        click.echo("Note: SECRET_KEY_FALLBACKS is empty, so no entry can be stale;"
-                   " this run only checks every MAC.")
+        click.echo(
+            "Note: SECRET_KEY_FALLBACKS is empty, so no entry can be stale;"
+            " this run only checks every MAC."
+        )
     keys, _ = session_keys(target)
     counts: collections.Counter[str] = collections.Counter()
     with _progress(keys, "Re-keying sessions") as bar:

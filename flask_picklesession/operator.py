@@ -29,7 +29,7 @@ if t.TYPE_CHECKING:
 
     from .codec import Codec
     from .keys import KeyRing
-    from .record import Op
+    from .record import Entry, Op
     from .store import Store
 
 
@@ -74,8 +74,14 @@ def target_for(app: Flask) -> Target:
     settings = interface.settings_for(app)
     ring = settings.keyring(secret_key, app.config.get("SECRET_KEY_FALLBACKS"))
     ttl = int(app.permanent_session_lifetime.total_seconds() * 1000)
-    return Target(settings.store, settings.codec, ring, settings.key_prefix,
-                  settings.max_size, ttl)
+    return Target(
+        settings.store,
+        settings.codec,
+        ring,
+        settings.key_prefix,
+        settings.max_size,
+        ttl,
+    )
 
 
 def session_keys(target: Target) -> tuple[list[str], int]:
@@ -190,8 +196,10 @@ def inspect_session(target: Target, sid: str) -> Inspection:
         raise OperatorError(
             f"refusing session {short_hash(sid)}: {exc}{detail}; nothing was decoded"
         ) from exc
-    values = [_decode(target.codec, name, entry.value, name in stale)
-              for name, entry in entries.items()]
+    values = [
+        _decode(target.codec, name, entry.value, name in stale)
+        for name, entry in entries.items()
+    ]
     return Inspection(info.size, info.ttl, values)
 
 
@@ -241,8 +249,9 @@ def delete_session(target: Target, sid: str) -> None:
 REKEYED, CURRENT, FAILED, GONE_MEANWHILE = "rekeyed", "current", "failed", "gone"
 
 
-def rekey_ops(ring: KeyRing, sid: str, entries: dict[str, t.Any],
-              stale: Iterable[str]) -> list[Op]:
+def rekey_ops(
+    ring: KeyRing, sid: str, entries: dict[str, Entry], stale: Iterable[str]
+) -> list[Op]:
     """Conditional re-MAC operations for the entries MACed by a fallback key.
 
     Each applies only if the entry still has the MAC that was read, so a
@@ -271,8 +280,9 @@ def rekey_session(target: Target, key: str) -> str:
     if info is None:
         return GONE_MEANWHILE
     ttl = info.ttl if info.ttl > 0 else target.default_ttl
-    result = target.store.patch(key, rekey_ops(target.ring, sid, entries, stale),
-                                ttl, target.max_size)
+    result = target.store.patch(
+        key, rekey_ops(target.ring, sid, entries, stale), ttl, target.max_size
+    )
     return _patch_outcome(result)
 
 
@@ -284,4 +294,3 @@ def _patch_outcome(result: int) -> str:
     if result in (CORRUPT, TOO_LARGE):
         return FAILED
     raise AssertionError(f"unexpected patch result {result}")  # pragma: no cover
-

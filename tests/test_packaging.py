@@ -1,0 +1,30 @@
+"""What an installed distribution offers: typing marker, CLI entry point."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import pathlib
+
+import flask_picklesession
+
+
+def test_py_typed_is_shipped():
+    assert (pathlib.Path(flask_picklesession.__file__).parent / "py.typed").is_file()
+
+
+def test_flask_command_entry_point_loads():
+    points = importlib.metadata.entry_points()
+    group = points.select(group="flask.commands") if hasattr(points, "select") else points["flask.commands"]
+    ours = [p for p in group if p.name == "picklesession"]
+    assert len(ours) == 1
+    assert ours[0].load().name == "picklesession"
+
+
+def test_public_names():
+    for name in ("PickleSession", "FileSystemStore", "RedisStore", "SessionError",
+                 "StoreUnavailable", "SessionTooLarge", "SerializationError"):
+        assert hasattr(flask_picklesession, name)
+    assert issubclass(flask_picklesession.SessionTooLarge, ValueError)
+    assert issubclass(flask_picklesession.SerializationError, TypeError)
+    for name in ("StoreUnavailable", "SessionTooLarge", "SerializationError"):
+        assert issubclass(getattr(flask_picklesession, name), flask_picklesession.SessionError)
