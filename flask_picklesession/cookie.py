@@ -77,7 +77,9 @@ def read_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
         return None
     payload, by_fallback = verified
     sid, _, meta = payload.partition(".")
-    if not is_valid_sid(sid) or len(meta) < 2 or meta[-1] not in "ps":
+    # At most 12 hex digits: milliseconds up to the year 2200, which keeps
+    # expiry arithmetic in range even for a stamp signed with our own key.
+    if not is_valid_sid(sid) or not 2 <= len(meta) <= 13 or meta[-1] not in "ps":
         return None
     try:
         stamp = int(meta[:-1], 16)

@@ -24,7 +24,8 @@ if t.TYPE_CHECKING:
 #: Merges a patch into the record; follows ``record.apply_ops`` exactly.
 #: ARGV: ttl in ms, size limit, then (op, key, payload) triples.
 MERGE_SCRIPT = """
-local cur = redis.call('GET', KEYS[1])
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'table' and cur.err then return -3 end
 if not cur then return -1 end
 if string.byte(cur, 1) ~= 1 then return -3 end
 local function read_varint(s, pos)

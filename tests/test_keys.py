@@ -61,3 +61,9 @@ def test_cookie_round_trip_and_refusals():
                 ring.sign("short.1p"), ring.sign(SID + ".zzp"), ring.sign(SID + ".1x"),
                 ring.sign(SID)):
         assert read_cookie(ring, bad) is None
+
+
+def test_cookie_stamp_beyond_any_sane_date_is_refused():
+    ring = KeyRing("k")
+    assert read_cookie(ring, ring.sign(SID + ".ffffffffffffffffp")) is None
+    assert read_cookie(ring, ring.sign(SID + ".ffffffffffffp")) is not None

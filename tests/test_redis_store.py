@@ -345,3 +345,10 @@ def test_contract_basics_through_sentinel(tmp_path, redis_sentinel):
     assert counter.delta(ignore=SENTINEL_TRAFFIC) == {"get": 1}
     c.get("/clear")
     assert redis_sentinel.master.client().dbsize() == 0
+
+
+def test_merge_into_key_of_another_type_is_corrupt_not_an_error(redis_client):
+    store = RedisStore(redis_client)
+    redis_client.rpush("k", b"x")
+    assert store.patch("k", [(OP_SET, b"b", b"N" * 16)], 60_000, 100) == -3
+    assert redis_client.lrange("k", 0, -1) == [b"x"]
