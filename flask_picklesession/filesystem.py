@@ -34,8 +34,15 @@ if t.TYPE_CHECKING:
 
 _EXPIRY = struct.Struct(">Q")
 _NAME = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}")
-_OPEN_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_OPEN_RW = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO planted in the folder must not block the open; it is
+# then refused as not a regular file. Regular files ignore the flag.
+_OPEN_FLAGS = (
+    getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+)
+_OPEN_READ = os.O_RDONLY | _OPEN_FLAGS
+_OPEN_RW = os.O_RDWR | _OPEN_FLAGS
 #: Number of lock files; sessions hash onto them.
 LOCK_STRIPES = 64
 #: Temporary files older than this are leftovers of a crash.
@@ -181,8 +188,15 @@ class FileSystemStore(Store):
     # -- writing -----------------------------------------------------------
 
     def touch(self, key: str, ttl: int) -> bool:
-        """Rewrite only the 8-byte expiry header, in place."""
-        fd = self._open_entry(self._path(key), _OPEN_RW)
+        """Rewrite only the 8-byte expiry header, in place.
+
+        Something other than a session file under the name is not refreshed;
+        the next read reports it.
+        """
+        try:
+            fd = self._open_entry(self._path(key), _OPEN_RW)
+        except CorruptRecord:
+            return False
         if fd is None:
             return False
         try:
@@ -257,14 +271,25 @@ class FileSystemStore(Store):
             return len(entries)
 
     def delete(self, key: str) -> bool:
+        """Remove a session file; True only if it held a live session."""
         with self._locked(key):
             path = self._path(key)
             try:
                 if stat.S_ISDIR(os.lstat(path).st_mode):
                     return False  # not a session file; never removed recursively
+                live = self._read_live_locked(key) is not None
             except FileNotFoundError:
                 return False
-            return self._unlink(path)
+            except CorruptRecord:
+                live = False
+            return self._unlink(path) and live
+
+    def take(self, key: str) -> bytes | None:
+        with self._locked(key):
+            record = self._read_live_locked(key)
+            if record is not None:
+                self._unlink(self._path(key))
+            return record
 
     def cleanup(self) -> int:
         """Remove expired session files and temporary files left by a crash."""

@@ -94,6 +94,7 @@ return count
 
 _REQUIRED = (
     "get",
+    "getdel",
     "getex",
     "set",
     "delete",
@@ -205,6 +206,13 @@ class RedisStore(Store):
     def delete(self, key: str) -> bool:
         with self._errors("delete a session"):
             return bool(self.client.delete(key))
+
+    def take(self, key: str) -> bytes | None:
+        with self._errors("move a session"):
+            data = self.client.getdel(key)
+        if data is not None and not isinstance(data, bytes):
+            raise CorruptRecord("Redis returned text; is decode_responses on?")
+        return data
 
     def scan(self, prefix: str) -> Iterator[str]:
         pattern = _glob_escape(prefix) + "*"

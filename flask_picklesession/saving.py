@@ -8,15 +8,27 @@ It returns what the response's cookie must become.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import typing as t
 
+from .binding import warn_corrupt
 from .codec import IMMUTABLE_TYPES
 from .cookie import make_cookie
-from .errors import SerializationError, SessionTooLarge
+from .errors import SerializationError, SessionError, SessionTooLarge
 from .ids import short_hash
-from .record import OP_DELETE, OP_SET, OP_SET_IF_MAC, build, encode_varint, seal
+from .record import (
+    OP_DELETE,
+    OP_SET,
+    OP_SET_IF_MAC,
+    CorruptRecord,
+    build,
+    encode_varint,
+    open_entries,
+    parse_raw,
+    seal,
+)
 from .store import CORRUPT, GONE, TOO_LARGE
 
 if t.TYPE_CHECKING:
@@ -52,7 +64,7 @@ def save(session: ServerSession) -> CookieUpdate | None:
         return _save_cleared(session)
     sets, deletes = _changes(session)
     if session._replaced_sid is not None:
-        return _save_regenerated(session, sets)
+        return _save_regenerated(session, sets, deletes)
     if not sets and not deletes:
         return _save_unchanged(session)
     if session._entries is None and session._binding.ring.has_fallbacks:
@@ -205,8 +217,9 @@ def _patch(
     if result == TOO_LARGE:
         raise SessionTooLarge(None, b.max_size)
     if result == GONE and session._entries is not None:
+        # Leave the cookie alone: the client may hold a newer one by now.
         _log_dropped(session)
-        return _DELETE
+        return None
     if result == CORRUPT:
         logger.warning(
             "stored session %s is unreadable; starting a new one",
@@ -273,9 +286,15 @@ def _check_size(session: ServerSession, ops: list[Op]) -> None:
 def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     """``session.clear()``: delete the stored session (log out)."""
     b = session._binding
+    # Encode and size what was set after clear() first: a value that cannot
+    # be stored must fail the save before the stored session is deleted.
+    values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
+    if set(values) - _META_KEYS:
+        size = len(build(_sealed(b, session._id(), values)))
+        if size > b.max_size:
+            raise SessionTooLarge(size, b.max_size)
     for sid in {b.cookie.sid if b.cookie else None, session._replaced_sid} - {None}:
         b.store.delete(b.key(t.cast(str, sid)))
-    values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
     session._found = False
     if set(values) - _META_KEYS:
         return _create(session, values)
@@ -283,22 +302,48 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
 
 
 def _save_regenerated(
-    session: ServerSession, sets: dict[str, bytes]
+    session: ServerSession, sets: dict[str, bytes], deletes: set[str]
 ) -> CookieUpdate | None:
-    """Move the whole session to its new id, then delete the old id.
+    """Move the session to its new id: take the old record, store the new one.
 
-    Unchanged values are moved as stored bytes, re-MACed for the new id but
-    never decoded; they were authenticated when the session was loaded. If
-    the old id was deleted meanwhile (a logout), the copy is removed again:
-    a deleted session never comes back under a new id.
+    The old record is taken (read and deleted at once) at save time, so
+    changes merged into it while this request ran move along, and a session
+    deleted meanwhile (a logout) is not brought back. Values are moved as
+    authenticated bytes, re-MACed for the new id, never decoded. If storing
+    the new record fails (store down, too large), the old one is put back
+    before the error is raised.
     """
     b = session._binding
-    entries = session._entries or {}
-    values = {k: sets[k] if k in sets else entries[k].value for k in session}
-    update = _create(session, values)
-    old_key = b.key(t.cast(str, session._replaced_sid))
-    if b.store.delete(old_key) or update is None or update.value is None:
-        return update if update is not None else _DELETE
-    b.store.delete(b.key(session._id()))
-    _log_dropped(session)
-    return _DELETE
+    old_sid = t.cast(str, session._replaced_sid)
+    try:
+        taken = b.store.take(b.key(old_sid))
+    except CorruptRecord:
+        taken = None
+    if taken is None:
+        _log_dropped(session)
+        return None
+    values = _current_values(session, old_sid, taken)
+    values.update(sets)
+    for key in deletes:
+        values.pop(key, None)
+    try:
+        update = _create(session, values)
+    except SessionError:  # store down, or the merged session is too large
+        with contextlib.suppress(SessionError):
+            b.store.create(b.key(old_sid), taken, b.ttl)
+        raise
+    return update if update is not None else _DELETE
+
+
+def _current_values(
+    session: ServerSession, old_sid: str, record: bytes
+) -> dict[str, bytes]:
+    """Values of a taken record, authenticated; this request's copy if unreadable."""
+    b = session._binding
+    try:
+        entries, _ = open_entries(b.ring, old_sid, parse_raw(record))
+        b.codec.check(entries.values())
+    except CorruptRecord as exc:
+        warn_corrupt(old_sid, str(exc))
+        entries = session._entries or {}
+    return {key: entry.value for key, entry in entries.items()}

@@ -72,6 +72,15 @@ class Store(abc.ABC):
         """Remove the record under ``key``; return False if there was none."""
 
     @abc.abstractmethod
+    def take(self, key: str) -> bytes | None:
+        """Remove the live record under ``key`` and return it, atomically.
+
+        Used to move a session to a new id: whatever was merged into the old
+        record until this moment moves along, and nothing can be merged into
+        it afterwards.
+        """
+
+    @abc.abstractmethod
     def scan(self, prefix: str) -> Iterator[str]:
         """Yield the keys of live records that start with ``prefix``."""
 

@@ -42,6 +42,9 @@ class CountingStore(Store):
     def delete(self, key):  # type: ignore[no-untyped-def]
         return self._call("delete", key)
 
+    def take(self, key):  # type: ignore[no-untyped-def]
+        return self._call("take", key)
+
     def scan(self, prefix):  # type: ignore[no-untyped-def]
         return self._call("scan", prefix)
 
@@ -64,7 +67,9 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def raw_store(store_kind: str, request: pytest.FixtureRequest, tmp_path: t.Any) -> Store:
+def raw_store(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: t.Any
+) -> Store:
     """A real, empty store of each kind: a folder, or a flushed redis-server."""
     if store_kind == "filesystem":
         return FileSystemStore(tmp_path / "sessions")

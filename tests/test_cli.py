@@ -507,8 +507,11 @@ class RacingStore(Store):
     def touch(self, key: str, ttl: int) -> bool:
         return self.inner.touch(key, ttl)
 
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
+    def delete(self, key: str) -> bool:
+        return self.inner.delete(key)
+
+    def take(self, key: str) -> bytes | None:
+        return self.inner.take(key)
 
     def scan(self, prefix: str) -> Iterator[str]:
         return self.inner.scan(prefix)

@@ -15,7 +15,13 @@ import flask
 import pytest
 
 from flask_picklesession import PickleSession, SessionTooLarge, StoreUnavailable
-from tests.helpers import add_routes, cookie_value, put_cookie, set_cookie_headers, sid_of
+from tests.helpers import (
+    add_routes,
+    cookie_value,
+    put_cookie,
+    set_cookie_headers,
+    sid_of,
+)
 
 
 @pytest.fixture
@@ -25,19 +31,24 @@ def client(app):
 
 
 def writes(counts):
-    return {k: v for k, v in counts.items() if k in ("create", "patch", "touch", "delete")}
+    return {
+        k: v for k, v in counts.items() if k in ("create", "patch", "touch", "delete")
+    }
 
 
 # -- 1, 2: the cookie holds only a signed random id ---------------------------
 
+
 def test_cookie_is_signed_id_only(client, store):
     client.get("/set/card/4111-1111-secret")
     value = cookie_value(client)
-    sid, meta, signature = value.split(".")
+    sid, meta, _signature = value.split(".")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid)  # 32 random bytes
     assert len(base64.urlsafe_b64decode(sid + "=")) == 32
     assert re.fullmatch(r"[0-9a-f]+[ps]", meta)
-    assert "secret" not in value and b"secret" not in base64.urlsafe_b64decode(sid + "=")
+    assert "secret" not in value and b"secret" not in base64.urlsafe_b64decode(
+        sid + "="
+    )
     assert client.get("/sid").data.decode() == sid
 
 
@@ -61,6 +72,7 @@ def test_store_key_is_prefix_plus_sid(make_app, raw_store):
 
 
 # -- 3, 4: no needless store traffic or cookies ---------------------------------
+
 
 def test_untouched_request_costs_nothing(client, store):
     client.get("/set/a/1")
@@ -140,7 +152,9 @@ def test_permanent_read_refreshes_cookie_but_not_data(make_app, store, raw_store
     assert sid_of(c) == sid
 
 
-def test_permanent_untouched_request_refreshes_cookie_without_store_call(make_app, store):
+def test_permanent_untouched_request_refreshes_cookie_without_store_call(
+    make_app, store
+):
     app = add_routes(make_app())
     c = app.test_client()
     c.get("/permanent/a/1")
@@ -175,12 +189,16 @@ def test_setting_permanent_again_is_not_a_write(app, store):
 
 # -- 5: clear ---------------------------------------------------------------------
 
+
 def test_clear_deletes_store_entry_and_cookie(client, raw_store):
     client.get("/set/a/1")
     sid = sid_of(client)
     rv = client.get("/clear")
     assert raw_store.load("session:" + sid) is None
-    assert any("Max-Age=0" in h or "Expires=Thu, 01 Jan 1970" in h for h in set_cookie_headers(rv))
+    assert any(
+        "Max-Age=0" in h or "Expires=Thu, 01 Jan 1970" in h
+        for h in set_cookie_headers(rv)
+    )
     assert cookie_value(client) is None
 
 
@@ -269,13 +287,16 @@ def test_unknown_but_well_formed_id_gives_empty_session(app, store):
 
 # -- 7: key rotation --------------------------------------------------------------
 
+
 def test_rotation_old_cookie_loads_and_is_reissued(make_app):
     old_app = add_routes(make_app(SECRET_KEY="old key"))
     c = old_app.test_client()
     c.get("/set/a/1")
     old_cookie = cookie_value(c)
 
-    rotated = add_routes(make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"]))
+    rotated = add_routes(
+        make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"])
+    )
     rc = rotated.test_client()
     put_cookie(rc, old_cookie)
     rv = rc.get("/get/a")
@@ -288,7 +309,10 @@ def test_rotation_old_cookie_loads_and_is_reissued(make_app):
     # The re-issued cookie verifies with the current key alone.
     from flask_picklesession.keys import KeyRing
 
-    assert KeyRing("new key").unsign(new_cookie) == (new_cookie.rsplit(".", 1)[0], False)
+    assert KeyRing("new key").unsign(new_cookie) == (
+        new_cookie.rsplit(".", 1)[0],
+        False,
+    )
     assert KeyRing("old key").unsign(new_cookie) is None
 
 
@@ -319,6 +343,7 @@ def test_missing_secret_key_says_to_set_it(make_app):
 
 # -- 10: expiry ---------------------------------------------------------------------
 
+
 def test_permanent_cookie_and_store_live_the_lifetime(make_app, raw_store):
     lifetime = datetime.timedelta(days=3)
     app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=lifetime))
@@ -327,7 +352,8 @@ def test_permanent_cookie_and_store_live_the_lifetime(make_app, raw_store):
     header = set_cookie_headers(rv)[0]
     expires = re.search(r"Expires=([^;]+)", header).group(1)
     when = datetime.datetime.strptime(expires, "%a, %d %b %Y %H:%M:%S GMT")
-    expected = datetime.datetime.utcnow() + lifetime
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    expected = now + lifetime  # naive UTC, like `when`
     assert abs((when - expected).total_seconds()) < 5
     ttl = raw_store.info("session:" + sid_of(c)).ttl
     assert abs(ttl - lifetime.total_seconds() * 1000) < 5000
@@ -344,7 +370,9 @@ def test_browser_session_cookie_but_store_still_expires(make_app, raw_store):
 
 
 def test_expired_entry_is_never_returned(make_app, raw_store):
-    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(milliseconds=300)))
+    app = add_routes(
+        make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(milliseconds=300))
+    )
     c = app.test_client()
     c.get("/set/a/1")
     sid = sid_of(c)
@@ -354,6 +382,7 @@ def test_expired_entry_is_never_returned(make_app, raw_store):
 
 
 # -- 11: regenerate -------------------------------------------------------------------
+
 
 def test_regenerate_keeps_data_new_id_old_id_gone(client, raw_store):
     client.get("/set/user/alice")
@@ -370,6 +399,7 @@ def test_regenerate_keeps_data_new_id_old_id_gone(client, raw_store):
 
 
 # -- 12: size limit -----------------------------------------------------------------
+
 
 def test_too_large_session_raises_and_keeps_previous(make_app, raw_store):
     app = add_routes(make_app(PICKLESESSION_MAX_SIZE=1024))
@@ -395,6 +425,7 @@ def test_too_large_new_session_writes_nothing(make_app, store):
 
 # -- 13: unreachable store --------------------------------------------------------
 
+
 def test_unwritable_session_folder_raises_store_unavailable(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder should be")
@@ -408,6 +439,7 @@ def test_unwritable_session_folder_raises_store_unavailable(tmp_path):
 
 
 # -- 14, 17: Vary: Cookie when accessed ---------------------------------------------
+
 
 @pytest.mark.parametrize(
     "use",
@@ -436,6 +468,7 @@ def test_any_read_adds_vary_cookie(app, use):
 
 
 # -- 18: modified and nested changes ------------------------------------------------
+
 
 def test_nested_change_is_saved_without_modified(app):
     @app.route("/cart/add/<item>")
@@ -490,15 +523,18 @@ def test_reading_mutable_value_unchanged_writes_nothing(app, store):
 
 # -- Flask's cookie settings --------------------------------------------------------
 
+
 def test_flask_cookie_settings_are_honoured(make_app):
-    app = add_routes(make_app(
-        SESSION_COOKIE_NAME="sid",
-        SESSION_COOKIE_DOMAIN="example.com",
-        SESSION_COOKIE_PATH="/app",
-        SESSION_COOKIE_HTTPONLY=False,
-        SESSION_COOKIE_SECURE=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-    ))
+    app = add_routes(
+        make_app(
+            SESSION_COOKIE_NAME="sid",
+            SESSION_COOKIE_DOMAIN="example.com",
+            SESSION_COOKIE_PATH="/app",
+            SESSION_COOKIE_HTTPONLY=False,
+            SESSION_COOKIE_SECURE=True,
+            SESSION_COOKIE_SAMESITE="Strict",
+        )
+    )
     rv = app.test_client().get("/set/a/1", base_url="https://www.example.com")
     header = set_cookie_headers(rv)[0]
     assert header.startswith("sid=")
@@ -539,7 +575,9 @@ def test_delete_without_reading_first(app):
 
 def test_settings_for_accepts_current_app(app):
     with app.app_context():
-        assert app.session_interface.settings_for(flask.current_app) is app.session_interface.settings_for(app)
+        assert app.session_interface.settings_for(
+            flask.current_app
+        ) is app.session_interface.settings_for(app)
 
 
 def test_pickle_based_follows_configured_serializer(make_app):
