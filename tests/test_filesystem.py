@@ -189,7 +189,8 @@ WORKER = textwrap.dedent("""
     store = FileSystemStore(sys.argv[1])
     worker = sys.argv[2]
     for i in range(int(sys.argv[3])):
-        result = store.patch("shared", [(OP_SET, f"{worker}-{i}".encode(), b"M" * 16 + b"v")], 60_000, 10**7)
+        op = (OP_SET, f"{worker}-{i}".encode(), b"M" * 16 + b"v")
+        result = store.patch("shared", [op], 60_000, 10**7)
         assert result > 0, result
 """)
 

@@ -57,9 +57,18 @@ def test_cookie_round_trip_and_refusals():
     value = make_cookie(ring, SID, 0x1234, True)
     assert read_cookie(ring, value) == (SID, 0x1234, True, False)
     assert read_cookie(ring, make_cookie(ring, SID, 7, False)).permanent is False
-    for bad in (None, "", "x" * 500, "\u00e9", value[:-1], value + "x",
-                ring.sign("short.1p"), ring.sign(SID + ".zzp"), ring.sign(SID + ".1x"),
-                ring.sign(SID)):
+    for bad in (
+        None,
+        "",
+        "x" * 500,
+        "\u00e9",
+        value[:-1],
+        value + "x",
+        ring.sign("short.1p"),
+        ring.sign(SID + ".zzp"),
+        ring.sign(SID + ".1x"),
+        ring.sign(SID),
+    ):
         assert read_cookie(ring, bad) is None
 
 

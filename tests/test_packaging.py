@@ -14,17 +14,30 @@ def test_py_typed_is_shipped():
 
 def test_flask_command_entry_point_loads():
     points = importlib.metadata.entry_points()
-    group = points.select(group="flask.commands") if hasattr(points, "select") else points["flask.commands"]
+    group = (
+        points.select(group="flask.commands")
+        if hasattr(points, "select")
+        else points["flask.commands"]
+    )
     ours = [p for p in group if p.name == "picklesession"]
     assert len(ours) == 1
     assert ours[0].load().name == "picklesession"
 
 
 def test_public_names():
-    for name in ("PickleSession", "FileSystemStore", "RedisStore", "SessionError",
-                 "StoreUnavailable", "SessionTooLarge", "SerializationError"):
+    for name in (
+        "PickleSession",
+        "FileSystemStore",
+        "RedisStore",
+        "SessionError",
+        "StoreUnavailable",
+        "SessionTooLarge",
+        "SerializationError",
+    ):
         assert hasattr(flask_picklesession, name)
     assert issubclass(flask_picklesession.SessionTooLarge, ValueError)
     assert issubclass(flask_picklesession.SerializationError, TypeError)
     for name in ("StoreUnavailable", "SessionTooLarge", "SerializationError"):
-        assert issubclass(getattr(flask_picklesession, name), flask_picklesession.SessionError)
+        assert issubclass(
+            getattr(flask_picklesession, name), flask_picklesession.SessionError
+        )

@@ -49,7 +49,9 @@ def _write(raw_store, sid, record):
 
 def _forged(secret, sid, values):
     ring = KeyRing(secret)
-    return build({k.encode(): seal(ring, sid, k.encode(), v) for k, v in values.items()})
+    return build(
+        {k.encode(): seal(ring, sid, k.encode(), v) for k, v in values.items()}
+    )
 
 
 def _stored_session(app):
@@ -59,7 +61,9 @@ def _stored_session(app):
     return c, sid_of(c)
 
 
-def test_payload_forged_without_keys_is_never_unpickled(app, raw_store, spy_unpickle, caplog):
+def test_payload_forged_without_keys_is_never_unpickled(
+    app, raw_store, spy_unpickle, caplog
+):
     c, sid = _stored_session(app)
     evil = b"p" + pickle.dumps(Exploit(), protocol=5)
     _write(raw_store, sid, _forged("attacker's guess", sid, {"a": evil}))
@@ -99,8 +103,22 @@ def test_entry_moved_to_another_key_is_refused(app, raw_store):
 
 @pytest.mark.parametrize(
     "record",
-    [b"", b"\x01", b"\x02garbage", b"\x01\xff\xff\xff\xff\xff", b"\x01\x05ab", b"\x01\x01a\x7f" + b"x" * 20],
-    ids=["empty", "header-only-is-empty", "wrong-version", "huge-length", "truncated-key", "short-value"],
+    [
+        b"",
+        b"\x01",
+        b"\x02garbage",
+        b"\x01\xff\xff\xff\xff\xff",
+        b"\x01\x05ab",
+        b"\x01\x01a\x7f" + b"x" * 20,
+    ],
+    ids=[
+        "empty",
+        "header-only-is-empty",
+        "wrong-version",
+        "huge-length",
+        "truncated-key",
+        "short-value",
+    ],
 )
 def test_corrupt_record_gives_empty_session(app, raw_store, record, caplog):
     c, sid = _stored_session(app)
@@ -126,7 +144,9 @@ def test_rotation_rewrites_payload_mac_on_next_save(make_app):
     c = old.test_client()
     c.get("/set/a/1")
     c.get("/set/b/2")
-    rotated = add_routes(make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"]))
+    rotated = add_routes(
+        make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"])
+    )
     rc = rotated.test_client()
     from tests.helpers import cookie_value
 
@@ -156,6 +176,7 @@ def test_payload_from_dropped_key_is_refused(make_app):
 
 # -- strict JSON mode (contract 9) ---------------------------------------------------
 
+
 @pytest.fixture
 def json_app(make_app):
     return add_routes(make_app(PICKLESESSION_SERIALIZER="json"))
@@ -167,8 +188,16 @@ def test_json_mode_round_trips_flask_tagged_types(json_app):
 
     @json_app.route("/types")
     def types():
-        flask.session.update(t=(1, 2), b=b"\xff", m=Markup("<b>hi</b>"), u=the_uuid,
-                             d=now, n={"nested": [1, {"x": None}]}, f=1.5, i=7)
+        flask.session.update(
+            t=(1, 2),
+            b=b"\xff",
+            m=Markup("<b>hi</b>"),
+            u=the_uuid,
+            d=now,
+            n={"nested": [1, {"x": None}]},
+            f=1.5,
+            i=7,
+        )
         return "ok"
 
     @json_app.route("/check")
@@ -202,7 +231,9 @@ def test_json_mode_flash_markup_works(json_app):
     assert c.get("/show").data == b"<em>saved</em>"
 
 
-@pytest.mark.parametrize("value", [{1, 2}, object(), datetime.date(2020, 1, 1) and Exploit()])
+@pytest.mark.parametrize(
+    "value", [{1, 2}, object(), datetime.date(2020, 1, 1) and Exploit()]
+)
 def test_json_mode_refuses_non_json_value_naming_key(json_app, raw_store, value):
     json_app.testing = True
 
@@ -252,13 +283,18 @@ def test_json_mode_interface_is_not_pickle_based():
 
 # -- pickle mode (issue 2, item 4) ---------------------------------------------------
 
-@pytest.mark.parametrize("make_value", [
-    lambda tmp: open(tmp / "f.txt", "w"),
-    lambda tmp: __import__("socket").socket(),
-    lambda tmp: __import__("threading").Lock(),
-    lambda tmp: __import__("sqlite3").connect(":memory:"),
-    lambda tmp: (lambda: 1),
-], ids=["file", "socket", "lock", "db-connection", "lambda"])
+
+@pytest.mark.parametrize(
+    "make_value",
+    [
+        lambda tmp: open(tmp / "f.txt", "w"),  # noqa: SIM115 (the open file is the point)
+        lambda tmp: __import__("socket").socket(),
+        lambda tmp: __import__("threading").Lock(),
+        lambda tmp: __import__("sqlite3").connect(":memory:"),
+        lambda tmp: lambda: 1,
+    ],
+    ids=["file", "socket", "lock", "db-connection", "lambda"],
+)
 def test_unpicklable_value_names_key_and_type(app, raw_store, tmp_path, make_value):
     app.testing = True
     thing = make_value(tmp_path)
@@ -273,7 +309,9 @@ def test_unpicklable_value_names_key_and_type(app, raw_store, tmp_path, make_val
     c.get("/set/a/1")
     before = raw_store.load("session:" + sid_of(c))
     try:
-        with pytest.raises(SerializationError, match=r"session\['handle'\].*dict") as info:
+        with pytest.raises(
+            SerializationError, match=r"session\['handle'\].*dict"
+        ) as info:
             c.get("/bad")
         assert isinstance(info.value, TypeError)
         assert info.value.__cause__ is not None
@@ -322,7 +360,11 @@ def test_allowlist_admits_listed_globals_only(make_app, caplog):
     c.get("/save")
     from tests.helpers import cookie_value
 
-    allowed = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date", f"{__name__}.GameState"]))
+    allowed = add_routes(
+        make_app(
+            PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date", f"{__name__}.GameState"]
+        )
+    )
     ac = allowed.test_client()
     put_cookie(ac, cookie_value(c))
     assert ac.get("/get/when").data == b"datetime.date(2026, 1, 1)"

@@ -22,7 +22,9 @@ from flask_picklesession.record import (
 )
 
 SID = "A" * 43
-bodies = st.dictionaries(st.binary(max_size=20), st.binary(min_size=16, max_size=300), max_size=8)
+bodies = st.dictionaries(
+    st.binary(max_size=20), st.binary(min_size=16, max_size=300), max_size=8
+)
 
 
 @given(bodies)
@@ -41,8 +43,14 @@ def test_varint_round_trip(number):
 
 
 def test_declared_lengths_are_checked_before_slicing():
-    for data in (b"\x01\xff\xff\xff\xff\x0f", b"\x01\x01k\xff\xff\xff\x7f", b"\x01\x80",
-                 b"\x01\x01k\x01" + b"m" * 16, b"\x00", b""):
+    for data in (
+        b"\x01\xff\xff\xff\xff\x0f",
+        b"\x01\x01k\xff\xff\xff\x7f",
+        b"\x01\x80",
+        b"\x01\x01k\x01" + b"m" * 16,
+        b"\x00",
+        b"",
+    ):
         with pytest.raises(CorruptRecord):
             parse_raw(data)
 
@@ -50,11 +58,14 @@ def test_declared_lengths_are_checked_before_slicing():
 def test_apply_ops_semantics():
     mac_a, mac_b = b"a" * 16, b"b" * 16
     base = build({b"x": mac_a + b"1", b"y": mac_b + b"2"})
-    merged = apply_ops(base, [
-        (OP_SET, b"z", mac_a + b"3"),
-        (OP_DELETE, b"x", b""),
-        (OP_SET_IF_MAC, b"y", mac_a + mac_b + b"stale"),  # MAC differs: skipped
-    ])
+    merged = apply_ops(
+        base,
+        [
+            (OP_SET, b"z", mac_a + b"3"),
+            (OP_DELETE, b"x", b""),
+            (OP_SET_IF_MAC, b"y", mac_a + mac_b + b"stale"),  # MAC differs: skipped
+        ],
+    )
     assert merged == {b"y": mac_b + b"2", b"z": mac_a + b"3"}
     rekeyed = apply_ops(base, [(OP_SET_IF_MAC, b"y", mac_b + mac_a + b"2")])
     assert rekeyed[b"y"] == mac_a + b"2"

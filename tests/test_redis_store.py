@@ -12,8 +12,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from flask_picklesession import ConfigurationError, PickleSession, RedisStore, StoreUnavailable
-from flask_picklesession.record import OP_DELETE, OP_SET, OP_SET_IF_MAC, apply_ops, build
+from flask_picklesession import (
+    ConfigurationError,
+    PickleSession,
+    RedisStore,
+    StoreUnavailable,
+)
+from flask_picklesession.record import (
+    OP_DELETE,
+    OP_SET,
+    OP_SET_IF_MAC,
+    apply_ops,
+    build,
+)
 from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
 from tests.redis_servers import command_counter
 
@@ -45,6 +56,7 @@ def bump_app(tmp_path, redis_client):
 
 # -- 1: how the store is built ------------------------------------------------------
 
+
 def test_store_from_url_config(tmp_path, redis_server, redis_url):
     app = redis_app(tmp_path, PICKLESESSION_REDIS_URL=redis_url)
     c = app.test_client()
@@ -55,7 +67,9 @@ def test_store_from_url_config(tmp_path, redis_server, redis_url):
 @pytest.mark.parametrize("bad", [object(), "redis://127.0.0.1:1/0", {"host": "x"}])
 def test_wrong_client_object_is_a_clear_error(tmp_path, bad):
     app = flask.Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="k", PICKLESESSION_STORE="redis", PICKLESESSION_REDIS=bad)
+    app.config.update(
+        SECRET_KEY="k", PICKLESESSION_STORE="redis", PICKLESESSION_REDIS=bad
+    )
     with pytest.raises(ConfigurationError, match="PICKLESESSION_REDIS"):
         PickleSession(app)
 
@@ -74,6 +88,7 @@ def test_unreachable_url_never_falls_back(tmp_path):
 
 
 # -- 3: round trips, counted on the server ------------------------------------------
+
 
 def test_round_trips_per_request_type(bump_app, redis_client):
     c = bump_app.test_client()
@@ -116,8 +131,9 @@ def test_forged_or_unknown_cookie_costs_nothing(tmp_path, redis_client):
 
 
 def test_refresh_is_one_getex(tmp_path, redis_client):
-    app = redis_app(tmp_path, redis_client,
-                    PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=2))
+    app = redis_app(
+        tmp_path, redis_client, PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=2)
+    )
     c = app.test_client()
     c.get("/permanent/a/1")
     key = "session:" + sid_of(c)
@@ -133,10 +149,14 @@ def test_refresh_is_one_getex(tmp_path, redis_client):
 
 # -- 4: TTL on every entry -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("route", ["/set/a/1", "/permanent/a/1"])
 def test_every_entry_has_the_lifetime_as_ttl(tmp_path, redis_client, route):
-    app = redis_app(tmp_path, redis_client,
-                    PERMANENT_SESSION_LIFETIME=datetime.timedelta(minutes=10))
+    app = redis_app(
+        tmp_path,
+        redis_client,
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(minutes=10),
+    )
     c = app.test_client()
     c.get(route)
     ttl = redis_client.pttl("session:" + sid_of(c))
@@ -147,9 +167,15 @@ def test_every_entry_has_the_lifetime_as_ttl(tmp_path, redis_client, route):
 
 # -- 5: failures and recovery ---------------------------------------------------------
 
+
 def _fragile_client(redis_server):
-    return redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=1,
-                       socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(
+        host="127.0.0.1",
+        port=redis_server.port,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def test_redis_down_raises_then_recovers(tmp_path, redis_server, redis_client):
@@ -172,7 +198,9 @@ def test_redis_down_raises_then_recovers(tmp_path, redis_server, redis_client):
     assert c.get("/get/b").data == b"'2'"
 
 
-def test_redis_going_away_mid_request_is_not_reported_as_saved(tmp_path, redis_server, redis_client):
+def test_redis_going_away_mid_request_is_not_reported_as_saved(
+    tmp_path, redis_server, redis_client
+):
     app = redis_app(tmp_path, _fragile_client(redis_server))
     app.testing = True
 
@@ -197,7 +225,11 @@ def test_503_handler_from_readme(tmp_path, redis_server, redis_client):
 
     @app.errorhandler(500)
     def session_store_down(e):
-        return ("Session store unavailable, try again", 503) if isinstance(e.original_exception, StoreUnavailable) else e
+        return (
+            ("Session store unavailable, try again", 503)
+            if isinstance(e.original_exception, StoreUnavailable)
+            else e
+        )
 
     c = app.test_client()
     c.get("/set/a/1")
@@ -209,7 +241,8 @@ def test_503_handler_from_readme(tmp_path, redis_server, redis_client):
         redis_server.start()
 
 
-# -- 6: prefixes, and nothing that lists the whole server --------------------------------
+# -- 6: prefixes, and nothing that lists the whole server ------------------------------
+
 
 def test_prefixes_isolate_apps(tmp_path, redis_client):
     one = redis_app(tmp_path / "one", redis_client, PICKLESESSION_KEY_PREFIX="one:")
@@ -234,27 +267,34 @@ def test_package_never_uses_keys_or_flush():
 
     import flask_picklesession
 
-    source = "".join(p.read_text() for p in pathlib.Path(flask_picklesession.__file__).parent.glob("*.py"))
+    source = "".join(
+        p.read_text()
+        for p in pathlib.Path(flask_picklesession.__file__).parent.glob("*.py")
+    )
     for forbidden in (".keys(", "flushdb", "flushall", '"KEYS"', "'KEYS'"):
         assert forbidden not in source.replace("entries.keys(", "")
 
 
-# -- 7: redis is optional ---------------------------------------------------------------
+# -- 7: redis is optional --------------------------------------------------------------
+
 
 def test_package_imports_without_redis(tmp_path):
     code = (
         "import sys; sys.modules['redis'] = None\n"
         "import flask, flask_picklesession as fp\n"
-        "app = flask.Flask('x', instance_path=%r)\n"
+        f"app = flask.Flask('x', instance_path={str(tmp_path)!r})\n"
         "app.config.update(SECRET_KEY='k', PICKLESESSION_STORE='redis')\n"
         "try:\n    fp.PickleSession(app)\n"
         "except fp.ConfigurationError as e:\n    print(e)\n"
-    ) % str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert "flask-picklesession[redis]" in out.stdout
 
 
 # -- the merge script follows record.apply_ops exactly --------------------------------
+
 
 def test_merge_script_matches_python_merge(redis_client):
     store = RedisStore(redis_client)
@@ -270,7 +310,14 @@ def test_merge_script_matches_python_merge(redis_client):
     redis_client.set("k", base)
     assert store.patch("k", ops, 60_000, 10_000) == 4
     expected = apply_ops(base, ops)
-    assert dict(__import__("flask_picklesession.record", fromlist=["x"]).parse_raw(redis_client.get("k"))) == expected
+    assert (
+        dict(
+            __import__("flask_picklesession.record", fromlist=["x"]).parse_raw(
+                redis_client.get("k")
+            )
+        )
+        == expected
+    )
 
 
 def test_merge_script_refuses_oversize_and_missing(redis_client):
@@ -296,7 +343,8 @@ def test_wrong_type_key_is_corrupt_not_unavailable(tmp_path, redis_client):
     assert c.get("/dump").data == b"[]"
 
 
-# -- Cluster and Sentinel ------------------------------------------------------------------
+# -- Cluster and Sentinel --------------------------------------------------------------
+
 
 def test_contract_basics_on_a_cluster(tmp_path, redis_cluster_client):
     app = redis_app(tmp_path, redis_cluster_client)

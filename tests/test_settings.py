@@ -5,7 +5,12 @@ from __future__ import annotations
 import flask
 import pytest
 
-from flask_picklesession import ConfigurationError, FileSystemStore, PickleSession, RedisStore
+from flask_picklesession import (
+    ConfigurationError,
+    FileSystemStore,
+    PickleSession,
+    RedisStore,
+)
 
 BAD = [
     ("PICKLESESSION_STORE", "memcached"),
@@ -47,7 +52,9 @@ def test_defaults(tmp_path):
 
 
 def test_explicit_arguments_win_over_config(tmp_path, redis_client):
-    app = make(tmp_path, PICKLESESSION_STORE="filesystem", PICKLESESSION_SERIALIZER="pickle")
+    app = make(
+        tmp_path, PICKLESESSION_STORE="filesystem", PICKLESESSION_SERIALIZER="pickle"
+    )
     store = RedisStore(redis_client)
     ps = PickleSession(store=store, serializer="json")
     ps.init_app(app)
@@ -62,6 +69,7 @@ def test_one_instance_serves_apps_with_their_own_settings(tmp_path):
     two = make(tmp_path / "two", PICKLESESSION_SERIALIZER="json")
     one.session_interface = two.session_interface = ps
     for app in (one, two):
+
         @app.route("/")
         def index():
             flask.session["x"] = 1
@@ -70,7 +78,9 @@ def test_one_instance_serves_apps_with_their_own_settings(tmp_path):
         app.test_client().get("/")
     assert ps.settings_for(one).key_prefix == "one:"
     assert ps.settings_for(two).codec.name == "json"
-    assert (tmp_path / "one" / "sessions").is_dir() and (tmp_path / "two" / "sessions").is_dir()
+    assert (tmp_path / "one" / "sessions").is_dir() and (
+        tmp_path / "two" / "sessions"
+    ).is_dir()
 
 
 def test_settings_read_lazily_on_first_request(tmp_path):
