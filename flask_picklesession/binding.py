@@ -11,7 +11,7 @@ import logging
 import time
 import typing as t
 
-from .cookie import peek_permanent, read_cookie
+from .cookie import peek_permanent_stamp, read_cookie
 from .errors import ConfigurationError
 from .ids import short_hash
 from .record import CorruptRecord, open_entries, parse_raw
@@ -64,6 +64,8 @@ class Binding:
         self._settings = settings
         #: The session cookie as the client sent it, not yet verified.
         self.raw_cookie = raw_cookie
+        #: Bytes of the record as loaded (appended saves make it grow).
+        self.loaded_size = 0
 
     @_once
     def ring(self) -> KeyRing:
@@ -113,15 +115,29 @@ class Binding:
     def cookie_may_change(self) -> bool:
         """Could the cookie need re-sending although the session was not used?
 
-        Only a permanent cookie under ``SESSION_REFRESH_EACH_REQUEST``, or one
-        signed with a fallback key during a rotation, does. The permanence flag
-        is peeked at unverified: a false flag only leads to verifying.
+        Only a permanent cookie under ``SESSION_REFRESH_EACH_REQUEST`` whose
+        expiry is due a refresh, or one signed with a fallback key during a
+        rotation, does. Before the refresh is due, re-sending would repeat
+        the very cookie the browser holds, so nothing is sent. The flag and
+        stamp are peeked at unverified: a false one only leads to verifying.
         """
         if self.raw_cookie is None:
             return False
         if self.app.config.get("SECRET_KEY_FALLBACKS"):
             return True
-        return self.refresh and peek_permanent(self.raw_cookie)
+        stamp = self.refreshed_stamp
+        return stamp is not None and self.now - stamp >= self.ttl // 100
+
+    @_once
+    def refreshed_stamp(self) -> int | None:
+        """Stamp of a cookie Flask would refresh on every response, unverified.
+
+        Such a response varies with the cookie even when this package finds
+        nothing to re-send yet.
+        """
+        if self.raw_cookie is None or not self.refresh:
+            return None
+        return peek_permanent_stamp(self.raw_cookie)
 
     def key(self, sid: str) -> str:
         """Store key of a session id."""
@@ -137,6 +153,7 @@ class Binding:
             record = self.store.load(self.key(sid), ttl)
             if record is None:
                 return None
+            self.loaded_size = len(record)
             entries, stale = open_entries(self.ring, sid, parse_raw(record))
             self.codec.check(entries.values())
             return entries, stale

@@ -10,11 +10,14 @@ the store layer has checked the value's MAC.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import io
 import json
 import pickle
 import struct
 import typing as t
+import uuid
 
 from flask.json.tag import TaggedJSONSerializer
 
@@ -33,7 +36,25 @@ _DOUBLE = struct.Struct(">d")
 _PICKLE_PREFIX = pickle.PROTO + bytes([pickle.HIGHEST_PROTOCOL])
 #: Values of these exact types cannot change in place, so a request that only
 #: read them never needs to re-encode them to look for nested changes.
-IMMUTABLE_TYPES = frozenset({str, int, float, bytes, bool, type(None)})
+#: (Exact types only: a subclass may add mutable attributes.)
+IMMUTABLE_TYPES = frozenset(
+    {
+        str,
+        int,
+        float,
+        complex,
+        bytes,
+        bool,
+        type(None),
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        datetime.timezone,
+        decimal.Decimal,
+        uuid.UUID,
+    }
+)
 
 
 class CorruptEntry(Exception):

@@ -59,13 +59,19 @@ def raw_cookie(request: Request, name: str) -> str | None:
     return None
 
 
-def peek_permanent(value: str) -> bool:
-    """Read the permanence flag without verifying the signature.
+def peek_permanent_stamp(value: str) -> int | None:
+    """Read a permanent cookie's stamp without verifying the signature.
 
-    Only good for deciding whether verifying is worth it.
+    None for a cookie not flagged permanent or not readable. Only good for
+    deciding whether verifying is worth it.
     """
     meta = value.rsplit(".", 2)[-2:-1]
-    return bool(meta) and meta[0].endswith("p")
+    if not meta or not 2 <= len(meta[0]) <= 13 or not meta[0].endswith("p"):
+        return None
+    try:
+        return int(meta[0][:-1], 16)
+    except ValueError:
+        return None
 
 
 def read_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:

@@ -253,7 +253,15 @@ class FileSystemStore(Store):
             return None
         return found[1]
 
-    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
+    def patch(
+        self,
+        key: str,
+        ops: Sequence[Op],
+        ttl: int,
+        max_size: int,
+        append_limit: int = 0,
+    ) -> int:
+        """Read, merge and replace under the lock (always a compact rewrite)."""
         with self._locked(key):
             try:
                 entries = apply_ops(self._read_live_locked(key), ops)

@@ -9,6 +9,7 @@ from flask.sessions import SessionInterface
 
 from .binding import Binding
 from .cookie import raw_cookie
+from .headers import set_session_cookie
 from .saving import save
 from .session import ServerSession
 from .settings import build_settings
@@ -88,17 +89,18 @@ class PickleSession(SessionInterface):
         """Write what the request changed and update the cookie to match."""
         if not isinstance(session, ServerSession):
             return
-        if session.accessed:
-            response.vary.add("Cookie")
         update = save(session)
         if update is None:
+            if session.accessed or session._binding.refreshed_stamp is not None:
+                response.vary.add("Cookie")
             return
         options = self._cookie_options(app)
         name = self.get_cookie_name(app)
         if update.value is None:
             response.delete_cookie(name, **options)
         else:
-            response.set_cookie(name, update.value, expires=update.expires, **options)
+            items = tuple(options.items())
+            set_session_cookie(response, name, update.value, update.expires, items)
         response.vary.add("Cookie")
 
     def _cookie_options(self, app: Flask) -> dict[str, t.Any]:

@@ -1,16 +1,23 @@
 """The stored format of one session, shared by every store.
 
-A record is one version byte followed by entries, one per top-level session
-key::
+A record is one version byte followed by entries::
 
     record := FORMAT_VERSION entry*
     entry  := varint(len(key)) key varint(len(value)) mac[16] value
 
 ``key`` is the UTF-8 session key, ``value`` an encoded value (see
-:mod:`.codec`), and ``mac`` the first 16 bytes of
-``HMAC-SHA256(payload_key, sid || varint(len(key)) || key || value)``. The MAC
-binds each value to its session id and key, so an entry cannot be moved to
-another session or key, and is checked before anything is decoded.
+:mod:`.codec`), and ``mac`` a keyed BLAKE2b-128 of
+``sid || varint(len(key)) || key || value``. The MAC binds each value to its
+session id and key, so an entry cannot be moved to another session or key,
+and is checked before anything is decoded.
+
+A key may appear more than once: the last entry wins, and an entry with an
+empty value (a tombstone; never a real value, which starts with a tag byte)
+deletes the key. So a save can be appended to the record instead of
+rewriting it, which keeps the cost of a write proportional to what changed;
+a rewrite (:func:`build` of :func:`apply_ops`) compacts the record again.
+Tombstones carry no MAC: removing an entry needs no key, as dropping it from
+the record would not either.
 
 Entries are independent, so a store can merge a save into the current record
 (set or delete single keys) without the keys: this is what keeps concurrent
@@ -85,19 +92,46 @@ def parse_raw(record: bytes) -> dict[bytes, bytes]:
     """
     if record[:1] != _HEADER:
         raise CorruptRecord("unknown format version")
-    entries: dict[bytes, bytes] = {}
+    entries: dict[bytes, bytes | None] = {}
     pos, end = 1, len(record)
     while pos < end:
-        key_len, pos = _read_varint(record, pos)
+        key_len = record[pos]  # one-byte lengths are the common case
+        if key_len < 0x80:
+            pos += 1
+        else:
+            key_len, pos = _read_varint(record, pos)
         if key_len > end - pos:
             raise CorruptRecord("key runs past the end")
         key, pos = record[pos : pos + key_len], pos + key_len
-        value_len, pos = _read_varint(record, pos)
+        value_len = record[pos] if pos < end else 0x80
+        if value_len < 0x80:
+            pos += 1
+        else:
+            value_len, pos = _read_varint(record, pos)
         if value_len + MAC_SIZE > end - pos:
             raise CorruptRecord("value runs past the end")
-        entries[key] = record[pos : pos + MAC_SIZE + value_len]
+        # A tombstone keeps the key's place, as a re-set key keeps it.
+        entries[key] = record[pos : pos + MAC_SIZE + value_len] if value_len else None
         pos += MAC_SIZE + value_len
-    return entries
+    if None in entries.values():
+        return {k: v for k, v in entries.items() if v is not None}
+    return t.cast("dict[bytes, bytes]", entries)
+
+
+#: The body of a tombstone: no MAC, no value.
+TOMBSTONE = bytes(MAC_SIZE)
+
+
+def appendix(ops: Sequence[Op]) -> bytes:
+    """Entries that, appended to a record, apply ``ops`` (sets and deletes only)."""
+    parts: list[bytes] = []
+    for op, key, payload in ops:
+        if op == OP_SET_IF_MAC:
+            raise ValueError("a conditional set cannot be appended")
+        body = payload if op == OP_SET else TOMBSTONE
+        parts += (encode_varint(len(key)), key)
+        parts += (encode_varint(len(body) - MAC_SIZE), body)
+    return b"".join(parts)
 
 
 def build(entries: Mapping[bytes, bytes]) -> bytes:
@@ -149,16 +183,17 @@ def open_entries(
     entries: dict[str, Entry] = {}
     stale: set[str] = set()
     for key, body in raw.items():
-        value = body[MAC_SIZE:]
-        message = b"".join((sid_bytes, encode_varint(len(key)), key, value))
-        used = check(message, body[:MAC_SIZE])
+        value, tag = body[MAC_SIZE:], body[:MAC_SIZE]
+        klen = len(key)
+        prefix = bytes((klen,)) if klen < 0x80 else encode_varint(klen)
+        used = check(b"".join((sid_bytes, prefix, key, value)), tag)
         if used is None:
             raise CorruptRecord("an entry failed its MAC check")
         try:
             name = key.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptRecord("a key is not UTF-8") from exc
-        entries[name] = Entry(body[:MAC_SIZE], value)
+        entries[name] = Entry(tag, value)
         if used:
             stale.add(name)
     return entries, stale

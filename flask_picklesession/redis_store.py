@@ -13,7 +13,7 @@ import contextlib
 import typing as t
 
 from .errors import ConfigurationError, StoreUnavailable
-from .record import CorruptRecord
+from .record import CorruptRecord, appendix
 from .store import EntryInfo, Store
 
 if t.TYPE_CHECKING:
@@ -48,7 +48,7 @@ local function varint(n)
   out[#out + 1] = string.char(n)
   return table.concat(out)
 end
-local order, body = {}, {}
+local order, body, moved = {}, {}, {}
 local pos, last = 2, #cur
 while pos <= last do
   local klen, vlen
@@ -59,24 +59,34 @@ while pos <= last do
   vlen, pos = read_varint(cur, pos)
   if not vlen or pos + 16 + vlen - 1 > last then return -3 end
   if body[key] == nil then order[#order + 1] = key end
-  body[key] = string.sub(cur, pos, pos + 16 + vlen - 1)
+  if vlen == 0 then
+    body[key] = false
+  else
+    body[key] = string.sub(cur, pos, pos + 16 + vlen - 1)
+  end
   pos = pos + 16 + vlen
+end
+for _, key in ipairs(order) do
+  if body[key] == false then body[key] = nil end
 end
 for i = 3, #ARGV, 3 do
   local op, key, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if op == 's' then
-    if body[key] == nil then order[#order + 1] = key end
+    if body[key] == nil then
+      order[#order + 1] = key
+      moved[key] = #order
+    end
     body[key] = payload
   elseif op == 'd' then
-    if body[key] then body[key] = false end
+    body[key] = nil
   elseif body[key] and string.sub(body[key], 1, 16) == string.sub(payload, 1, 16) then
     body[key] = string.sub(payload, 17)
   end
 end
 local parts, count, size = {string.char(1)}, 0, 1
-for _, key in ipairs(order) do
+for i, key in ipairs(order) do
   local b = body[key]
-  if b then
+  if b and (moved[key] == nil or moved[key] == i) then
     local piece = varint(#key) .. key .. varint(#b - 16) .. b
     parts[#parts + 1] = piece
     size = size + #piece
@@ -91,6 +101,23 @@ if size > tonumber(ARGV[2]) then return -2 end
 redis.call('SET', KEYS[1], table.concat(parts), 'PX', ARGV[1])
 return count
 """
+
+#: Appends entries (sets and tombstones) to a record, O(appended bytes).
+#: ARGV: ttl in ms, the size the record may reach, the bytes to append.
+#: Returns 1, or -1 (gone), -3 (not a record) or -4: the record would grow
+#: past the limit, so the caller merges (and so compacts) instead.
+APPEND_SCRIPT = """
+local size = redis.pcall('STRLEN', KEYS[1])
+if type(size) == 'table' and size.err then return -3 end
+if size == 0 then return -1 end
+if redis.call('GETRANGE', KEYS[1], 0, 0) ~= string.char(1) then return -3 end
+if size + #ARGV[3] > tonumber(ARGV[2]) then return -4 end
+redis.call('APPEND', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+#: :data:`APPEND_SCRIPT`'s answer when the record must be rewritten instead.
+_NEEDS_REWRITE = -4
 
 _REQUIRED = (
     "get",
@@ -150,7 +177,8 @@ class RedisStore(Store):
         #: The redis-py client this store talks through.
         self.client = client
         self._merge = client.register_script(MERGE_SCRIPT)
-        self._script_sent = False
+        self._append = client.register_script(APPEND_SCRIPT)
+        self._scripts_sent: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: t.Any) -> RedisStore:
@@ -186,18 +214,39 @@ class RedisStore(Store):
         with self._errors("create a session"):
             return bool(self.client.set(key, record, px=ttl, nx=True))
 
-    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
-        args: list[t.Any] = [ttl, max_size]
-        for op in ops:
-            args.extend(op)
+    def patch(
+        self,
+        key: str,
+        ops: Sequence[Op],
+        ttl: int,
+        max_size: int,
+        append_limit: int = 0,
+    ) -> int:
+        """Append the ops when allowed and small enough, else merge in Lua.
+
+        Appending costs Redis time in proportion to the change; the merge
+        script reads and rewrites the whole record, which also compacts it.
+        """
         with self._errors("save a session"):
-            if not self._script_sent:
-                # EVAL caches the script on the server as it runs, so even
-                # the first save is one round trip; EVALSHA from then on.
-                result = self.client.eval(MERGE_SCRIPT, 1, key, *args)
-                self._script_sent = True
-                return int(result)
-            return int(self._merge(keys=[key], args=args))
+            if append_limit > 0:
+                result = self._run(
+                    APPEND_SCRIPT, self._append, key, [ttl, append_limit, appendix(ops)]
+                )
+                if result != _NEEDS_REWRITE:
+                    return 1 if result > 0 else result
+            args: list[t.Any] = [ttl, max_size]
+            for op in ops:
+                args.extend(op)
+            return self._run(MERGE_SCRIPT, self._merge, key, args)
+
+    def _run(self, source: str, script: t.Any, key: str, args: list[t.Any]) -> int:
+        if source not in self._scripts_sent:
+            # EVAL caches the script on the server as it runs, so even the
+            # first call is one round trip; EVALSHA from then on.
+            result = self.client.eval(source, 1, key, *args)
+            self._scripts_sent.add(source)
+            return int(result)
+        return int(script(keys=[key], args=args))
 
     def touch(self, key: str, ttl: int) -> bool:
         with self._errors("refresh a session"):

@@ -136,7 +136,17 @@ def _is_permanent(session: ServerSession) -> bool:
 def _cookie(session: ServerSession, stamp: int) -> CookieUpdate:
     b = session._binding
     permanent = _is_permanent(session)
-    value = make_cookie(b.ring, session._id(), stamp, permanent)
+    sent = b.cookie
+    if (
+        sent is not None
+        and not sent.by_fallback
+        and sent.stamp == stamp
+        and sent.permanent == permanent
+        and sent.sid == session._id()
+    ):
+        value = t.cast(str, b.raw_cookie)  # the same signed value: no re-signing
+    else:
+        value = make_cookie(b.ring, session._id(), stamp, permanent)
     if not permanent:
         return CookieUpdate(value)
     expires = datetime.datetime.fromtimestamp(
@@ -207,9 +217,9 @@ def _patch(
     ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
     ops += _rekey_ops(session, set(sets) | deletes)
-    if session._entries is not None:
-        _check_size(session, ops)
-    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size)
+    live = _check_size(session, ops) if session._entries is not None else None
+    limit = _append_limit(session, ops, live)
+    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
         return _cookie(session, b.now)
     if result == 0:
@@ -257,6 +267,30 @@ def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
     return ops
 
 
+#: Appended saves may make a record this much, or half its live size if that
+#: is more, larger than the live session before a save rewrites it. Loads
+#: read the superseded bytes too, so the slack stays small.
+APPEND_SLACK = 512
+
+
+def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> int:
+    """How large the record may grow by appending this save; 0: rewrite it.
+
+    Appending costs the store time in proportion to the change. A rewrite
+    compacts the record, and is needed for conditional sets (re-keying), for
+    deletes that may leave the session empty (it is then removed), and for
+    blind writes, which do not know how large the record is.
+    """
+    b = session._binding
+    if live is None or any(op == OP_SET_IF_MAC for op, _, _ in ops):
+        return 0
+    if live <= 1 and any(op == OP_DELETE for op, _, _ in ops):
+        return 0
+    limit = min(b.max_size, live + max(live // 2, APPEND_SLACK))
+    grown = b.loaded_size + sum(_piece(kb, len(p) or 16) for _, kb, p in ops)
+    return limit if grown <= limit else 0
+
+
 def _piece(key: bytes, body_len: int) -> int:
     return (
         len(encode_varint(len(key)))
@@ -266,8 +300,12 @@ def _piece(key: bytes, body_len: int) -> int:
     )
 
 
-def _check_size(session: ServerSession, ops: list[Op]) -> None:
-    """Refuse, before writing, a save that would exceed the limit on its own."""
+def _check_size(session: ServerSession, ops: list[Op]) -> int:
+    """Refuse, before writing, a save that would exceed the limit on its own.
+
+    Return the size of the record after the save, as far as this request
+    knows it.
+    """
     b = session._binding
     sizes = {
         k.encode(): _piece(k.encode(), 16 + len(e.value))
@@ -281,6 +319,7 @@ def _check_size(session: ServerSession, ops: list[Op]) -> None:
     size = 1 + sum(sizes.values())
     if size > b.max_size:
         raise SessionTooLarge(size, b.max_size)
+    return size
 
 
 def _save_cleared(session: ServerSession) -> CookieUpdate | None:

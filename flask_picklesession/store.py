@@ -55,12 +55,24 @@ class Store(abc.ABC):
         """Store a new record; return False if ``key`` already holds one."""
 
     @abc.abstractmethod
-    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
+    def patch(
+        self,
+        key: str,
+        ops: Sequence[Op],
+        ttl: int,
+        max_size: int,
+        append_limit: int = 0,
+    ) -> int:
         """Merge ``ops`` into the record atomically and reset its expiry.
 
         Return the number of entries left (0: the record was deleted), or
         :data:`GONE`, :data:`TOO_LARGE` or :data:`CORRUPT`. A missing record is
         never created: a deleted session must stay deleted.
+
+        With ``append_limit``, the caller allows the ops (sets and deletes
+        only) to be appended to the record as long as it stays within that
+        many bytes; a store may then return any positive number, and may
+        ignore the offer and rewrite.
         """
 
     @abc.abstractmethod

@@ -33,8 +33,8 @@ class CountingStore(Store):
     def create(self, key, record, ttl):  # type: ignore[no-untyped-def]
         return self._call("create", key, record, ttl)
 
-    def patch(self, key, ops, ttl, max_size):  # type: ignore[no-untyped-def]
-        return self._call("patch", key, ops, ttl, max_size)
+    def patch(self, key, ops, ttl, max_size, append_limit=0):  # type: ignore[no-untyped-def]
+        return self._call("patch", key, ops, ttl, max_size, append_limit)
 
     def touch(self, key, ttl):  # type: ignore[no-untyped-def]
         return self._call("touch", key, ttl)

@@ -501,8 +501,15 @@ class RacingStore(Store):
     def create(self, key: str, record: bytes, ttl: int) -> bool:
         return self.inner.create(key, record, ttl)
 
-    def patch(self, key: str, ops: Sequence[Op], ttl: int, max_size: int) -> int:
-        return self.inner.patch(key, ops, ttl, max_size)
+    def patch(
+        self,
+        key: str,
+        ops: Sequence[Op],
+        ttl: int,
+        max_size: int,
+        append_limit: int = 0,
+    ) -> int:
+        return self.inner.patch(key, ops, ttl, max_size, append_limit)
 
     def touch(self, key: str, ttl: int) -> bool:
         return self.inner.touch(key, ttl)

@@ -152,17 +152,33 @@ def test_permanent_read_refreshes_cookie_but_not_data(make_app, store, raw_store
     assert sid_of(c) == sid
 
 
-def test_permanent_untouched_request_refreshes_cookie_without_store_call(
+def test_permanent_untouched_request_sends_nothing_until_refresh_is_due(
     make_app, store
 ):
     app = add_routes(make_app())
     c = app.test_client()
     c.get("/permanent/a/1")
     store.reset()
-    rv = c.get("/untouched")  # refresh not due yet: nothing to tell the store
+    rv = c.get("/untouched")  # not due: the browser already holds this cookie
     assert store.reset() == {}
+    assert set_cookie_headers(rv) == []
+    assert rv.headers["Vary"] == "Cookie"  # as Flask's refreshed response would
+
+
+def test_permanent_untouched_request_refreshes_when_due(make_app, store, raw_store):
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=4)))
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    sid, before = sid_of(c), cookie_value(c)
+    stored = raw_store.load("session:" + sid)
+    time.sleep(0.05)  # past 1% of the lifetime
+    store.reset()
+    rv = c.get("/untouched")
+    assert store.reset() == {"touch": 1}  # expiry pushed back, data not rewritten
+    assert raw_store.load("session:" + sid) == stored
     assert len(set_cookie_headers(rv)) == 1
     assert "Cookie" in rv.headers["Vary"]
+    assert sid_of(c) == sid and cookie_value(c) != before  # a newer stamp
 
 
 def test_no_refresh_without_refresh_each_request(make_app, store):

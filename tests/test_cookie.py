@@ -1,14 +1,18 @@
-"""Finding the session cookie in a request without Werkzeug's full parse."""
+"""Finding the session cookie in a request without Werkzeug's full parse, and
+writing it back without Werkzeug's full format."""
 
 from __future__ import annotations
+
+import datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
-from flask_picklesession.cookie import peek_permanent, raw_cookie
+from flask_picklesession.cookie import peek_permanent_stamp, raw_cookie
+from flask_picklesession.headers import set_session_cookie
 
 token = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_-.", min_size=1, max_size=30
@@ -44,12 +48,37 @@ def test_reuses_a_parse_the_app_already_made():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("sid.19ap.sig", True),
-        ("sid.19as.sig", False),
-        ("garbage", False),
-        ("a.b", False),
-        ("", False),
+        ("sid.19ap.sig", 0x19A),
+        ("sid.19as.sig", None),
+        ("sid.zzp.sig", None),
+        ("sid.p.sig", None),
+        ("sid." + "f" * 13 + "p.sig", None),
+        ("garbage", None),
+        ("a.b", None),
+        ("", None),
     ],
 )
-def test_peek_permanent(value, expected):
-    assert peek_permanent(value) is expected
+def test_peek_permanent_stamp(value, expected):
+    assert peek_permanent_stamp(value) == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"domain": "example.org", "path": "/app", "secure": True, "httponly": True},
+        {"samesite": "Lax", "httponly": False, "path": "/"},
+    ],
+)
+@pytest.mark.parametrize(
+    "expires",
+    [None, datetime.datetime(2031, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)],
+)
+@pytest.mark.parametrize("value", ["abc.19ap.sig-_", "needs quoting;"])
+def test_set_session_cookie_matches_werkzeug(options, expires, value):
+    expected, ours = Response(), Response()
+    expected.set_cookie("session", value, expires=expires, **options)
+    for _ in range(2):  # the second call uses the cached attributes
+        ours.headers.remove("Set-Cookie")
+        set_session_cookie(ours, "session", value, expires, tuple(options.items()))
+    assert ours.headers.getlist("Set-Cookie") == expected.headers.getlist("Set-Cookie")

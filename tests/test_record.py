@@ -12,6 +12,7 @@ from flask_picklesession.record import (
     OP_SET,
     OP_SET_IF_MAC,
     CorruptRecord,
+    appendix,
     apply_ops,
     build,
     encode_varint,
@@ -23,7 +24,7 @@ from flask_picklesession.record import (
 
 SID = "A" * 43
 bodies = st.dictionaries(
-    st.binary(max_size=20), st.binary(min_size=16, max_size=300), max_size=8
+    st.binary(max_size=20), st.binary(min_size=17, max_size=300), max_size=8
 )
 
 
@@ -93,3 +94,37 @@ def test_open_entries_reports_fallback_keys():
     assert set(entries) == {"a", "b"} and stale == {"a"}
     with pytest.raises(CorruptRecord):
         open_entries(KeyRing("new"), SID, raw)
+
+
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just(OP_SET), st.binary(max_size=6), st.binary(min_size=17, max_size=40)
+        ),
+        st.tuples(st.just(OP_DELETE), st.binary(max_size=6), st.just(b"")),
+    ),
+    max_size=8,
+)
+
+
+@given(bodies, st.lists(ops_strategy, max_size=4))
+def test_appended_saves_read_like_merged_ones(entries, saves):
+    """Appending saves and rewriting the merge give the same session."""
+    appended = merged = build(entries)
+    for ops in saves:
+        appended += appendix(ops)
+        merged = build(apply_ops(merged, ops))
+    assert parse_raw(appended) == parse_raw(merged)
+
+
+def test_last_entry_wins_and_tombstones_delete():
+    record = build({b"a": b"M" * 16 + b"s1", b"b": b"M" * 16 + b"s2"})
+    record += appendix([(OP_SET, b"a", b"N" * 16 + b"s3"), (OP_DELETE, b"b", b"")])
+    assert parse_raw(record) == {b"a": b"N" * 16 + b"s3"}
+    record += appendix([(OP_SET, b"b", b"O" * 16 + b"s4")])
+    assert list(parse_raw(record)) == [b"a", b"b"]
+
+
+def test_conditional_sets_are_never_appended():
+    with pytest.raises(ValueError):
+        appendix([(OP_SET_IF_MAC, b"a", b"M" * 32 + b"s")])

@@ -25,6 +25,7 @@ from flask_picklesession.record import (
     apply_ops,
     build,
 )
+from flask_picklesession.saving import APPEND_SLACK
 from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
 from tests.redis_servers import command_counter
 
@@ -93,7 +94,7 @@ def test_unreachable_url_never_falls_back(tmp_path):
 def test_round_trips_per_request_type(bump_app, redis_client):
     c = bump_app.test_client()
     c.get("/bump")  # creates: SET NX
-    c.get("/bump")  # first merge of this store: EVAL, which caches the script
+    c.get("/bump")  # first append of this store: EVAL, which caches the script
     with command_counter(redis_client) as counter:
         c.get("/untouched")
     assert counter.counts == {}
@@ -102,11 +103,19 @@ def test_round_trips_per_request_type(bump_app, redis_client):
     assert counter.counts == {"get": 1}
     with command_counter(redis_client) as counter:
         c.get("/bump")
-    assert counter.counts.pop("get") == 2  # the read, and the script's own GET
-    assert counter.counts == {"evalsha": 1, "set": 1}
+    assert counter.counts.pop("get") == 1  # the read
+    # one round trip: a script that appends the changed entry, O(change)
+    assert counter.counts == {
+        "evalsha": 1,
+        "strlen": 1,
+        "getrange": 1,
+        "append": 1,
+        "pexpire": 1,
+    }
     with command_counter(redis_client) as counter:
-        c.get("/set/b/2")  # blind write: the script alone
-    assert counter.counts.get("evalsha") == 1 and "hello" not in counter.counts
+        c.get("/set/b/2")  # blind write: the merge script alone (first use: EVAL)
+    scripts = counter.counts.get("evalsha", 0) + counter.counts.get("eval", 0)
+    assert scripts == 1 and "hello" not in counter.counts
     with command_counter(redis_client) as counter:
         c.get("/clear")
     assert counter.counts == {"del": 1}
@@ -400,3 +409,46 @@ def test_merge_into_key_of_another_type_is_corrupt_not_an_error(redis_client):
     redis_client.rpush("k", b"x")
     assert store.patch("k", [(OP_SET, b"b", b"N" * 16)], 60_000, 100) == -3
     assert redis_client.lrange("k", 0, -1) == [b"x"]
+
+
+def test_appended_saves_are_compacted(tmp_path, redis_client):
+    """Saves append to the record; once it holds more than half as much
+    again as the live session, the next save rewrites it whole (the merge
+    script), so a busy session never makes its reads much slower."""
+    app = redis_app(tmp_path, redis_client)
+
+    @app.route("/readset/<key>/<value>")
+    def readset(key, value):
+        flask.session.get(key)  # loaded first: the save knows the live size
+        flask.session[key] = value
+        return "ok"
+
+    c = app.test_client()
+    c.get("/set/big/" + "x" * 3000)
+    key = "session:" + sid_of(c)
+    sizes = []
+    for i in range(200):
+        assert c.get(f"/readset/n/{i:05d}").status_code == 200
+        sizes.append(redis_client.strlen(key))
+    assert max(sizes) <= sizes[0] * 3 // 2 + APPEND_SLACK
+    assert any(b < a for a, b in zip(sizes, sizes[1:])), "never compacted"
+    assert c.get("/get/n").data == b"'00199'"
+    assert c.get("/get/big").data == repr("x" * 3000).encode()
+
+
+def test_delete_that_empties_the_session_rewrites(tmp_path, redis_client):
+    app = redis_app(tmp_path, redis_client)
+
+    @app.route("/pop/<key>")
+    def pop(key):
+        flask.session.pop(key, None)
+        return "ok"
+
+    c = app.test_client()
+    c.get("/set/a/1")
+    key = "session:" + sid_of(c)
+    with command_counter(redis_client) as counter:
+        c.get("/pop/a")
+    assert "append" not in counter.counts
+    assert redis_client.exists(key) == 0
+    assert cookie_value(c) is None

@@ -191,13 +191,13 @@ class RecordingStore(Store):
         self.app_pickles |= pickled_bodies_of_record(record)
         return self.inner.create(key, record, ttl)
 
-    def patch(self, key, ops, ttl, max_size):  # type: ignore[no-untyped-def]
+    def patch(self, key, ops, ttl, max_size, append_limit=0):  # type: ignore[no-untyped-def]
         self._count("patch")
         for op, _key, payload in ops:
             value = payload[MAC_SIZE:] if op == OP_SET else payload[2 * MAC_SIZE :]
             if op in (OP_SET, OP_SET_IF_MAC) and value[:1] == b"p":
                 self.app_pickles.add(value[1:])
-        return self.inner.patch(key, ops, ttl, max_size)
+        return self.inner.patch(key, ops, ttl, max_size, append_limit)
 
     def touch(self, key, ttl):  # type: ignore[no-untyped-def]
         self._count("touch")
@@ -233,7 +233,7 @@ class MemoryStore(Store):
         self.data[key] = record
         return True
 
-    def patch(self, key, ops, ttl, max_size):  # type: ignore[no-untyped-def]
+    def patch(self, key, ops, ttl, max_size, append_limit=0):  # type: ignore[no-untyped-def]
         try:
             entries = apply_ops(self.data.get(key), ops)
         except CorruptRecord:
