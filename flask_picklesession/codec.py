@@ -2,10 +2,11 @@
 
 Each top-level session value is encoded on its own, so a request decodes only
 the keys it reads. The first byte of an encoded value names its encoding:
-common exact types (str, int, float, bytes, bool, None) have compact native
-forms that never involve pickle; everything else is pickled (pickle mode) or
-written as Flask's tagged JSON (strict JSON mode). Decoding happens only after
-the store layer has checked the value's MAC.
+common exact types (str, int, float, bytes, bool, None, and datetimes that
+are naive or in UTC) have compact native forms that never involve pickle;
+everything else is pickled (pickle mode) or written as Flask's tagged JSON
+(strict JSON mode). Decoding happens only after the store layer has checked
+the value's MAC.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if t.TYPE_CHECKING:
 
 _STR, _INT, _FLOAT, _BYTES = b"s", b"i", b"f", b"b"
 _TRUE, _FALSE, _NONE = b"T", b"F", b"N"
+_DATETIME = b"t"
 _PICKLE, _JSON = b"p", b"j"
 _DOUBLE = struct.Struct(">d")
 _PICKLE_PREFIX = pickle.PROTO + bytes([pickle.HIGHEST_PROTOCOL])
@@ -78,6 +80,12 @@ def _encode_native(value: object) -> bytes | None:
         return _FLOAT + _DOUBLE.pack(t.cast(float, value))
     if kind is bytes:
         return _BYTES + t.cast(bytes, value)
+    if kind is datetime.datetime:
+        moment = t.cast(datetime.datetime, value)
+        # ISO text keeps microseconds and the offset, a quarter of a pickle's
+        # size; a named or non-UTC zone or a fold would not survive it.
+        if moment.fold == 0 and moment.tzinfo in (None, datetime.timezone.utc):
+            return _DATETIME + moment.isoformat().encode("ascii")
     return None
 
 
@@ -96,6 +104,8 @@ def _decode_native(tag: bytes, body: bytes) -> object:
         return False
     if tag == _NONE:
         return None
+    if tag == _DATETIME:
+        return datetime.datetime.fromisoformat(body.decode("ascii"))
     raise CorruptEntry(f"unknown value tag {tag!r}")
 
 

@@ -134,3 +134,41 @@ def test_make_codec_names():
     assert make_codec("pickle").name == "pickle" and make_codec("json").name == "json"
     with pytest.raises(ValueError):
         make_codec("yaml")
+
+
+@pytest.mark.parametrize("codec", [PickleCodec(), JSONCodec()], ids=["pickle", "json"])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime.datetime(2024, 5, 17, 12, 30, 45),
+        datetime.datetime(
+            2024, 5, 17, 12, 30, 45, 123456, tzinfo=datetime.timezone.utc
+        ),
+        datetime.datetime(1, 1, 1),
+        datetime.datetime(
+            2024, 2, 29, 23, 59, 59, 999999, tzinfo=datetime.timezone.utc
+        ),
+    ],
+)
+def test_datetimes_have_a_compact_exact_native_form(codec, moment):
+    data = codec.encode("when", moment)
+    assert data[:1] == b"t" and len(data) <= 33
+    back = codec.decode(data)
+    assert back == moment and back.tzinfo is moment.tzinfo
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime.datetime(
+            2024, 5, 17, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+        ),
+        datetime.datetime(2024, 5, 17, tzinfo=datetime.timezone.utc).replace(fold=1),
+    ],
+)
+def test_other_datetimes_keep_their_zone_through_pickle(moment):
+    data = PickleCodec().encode("when", moment)
+    assert data[:1] == b"p"
+    back = PickleCodec().decode(data)
+    assert back == moment and back.utcoffset() == moment.utcoffset()
+    assert back.fold == moment.fold
