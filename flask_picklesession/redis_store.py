@@ -104,13 +104,13 @@ return count
 
 #: Appends entries (sets and tombstones) to a record, O(appended bytes).
 #: ARGV: ttl in ms, the size the record may reach, the bytes to append.
-#: Returns 1, or -1 (gone), -3 (not a record) or -4: the record would grow
-#: past the limit, so the caller merges (and so compacts) instead.
+#: Returns 1, or -1 (gone), -3 (not a string) or -4: the record would grow
+#: past the limit, so the caller merges (and so compacts) instead. A record
+#: of another format version stays unreadable: loads report it.
 APPEND_SCRIPT = """
 local size = redis.pcall('STRLEN', KEYS[1])
 if type(size) == 'table' and size.err then return -3 end
 if size == 0 then return -1 end
-if redis.call('GETRANGE', KEYS[1], 0, 0) ~= string.char(1) then return -3 end
 if size + #ARGV[3] > tonumber(ARGV[2]) then return -4 end
 redis.call('APPEND', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])

@@ -108,7 +108,6 @@ def test_round_trips_per_request_type(bump_app, redis_client):
     assert counter.counts == {
         "evalsha": 1,
         "strlen": 1,
-        "getrange": 1,
         "append": 1,
         "pexpire": 1,
     }
