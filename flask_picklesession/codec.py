@@ -19,6 +19,7 @@ import pickle
 import struct
 import typing as t
 import uuid
+import zlib
 
 from flask.json.tag import TaggedJSONSerializer
 
@@ -34,6 +35,13 @@ _STR, _INT, _FLOAT, _BYTES = b"s", b"i", b"f", b"b"
 _TRUE, _FALSE, _NONE = b"T", b"F", b"N"
 _DATETIME = b"t"
 _PICKLE, _JSON = b"p", b"j"
+#: Compressed forms: ``P`` wraps a pickle, ``Z`` anything else, so that strict
+#: JSON mode can refuse a pickle without decompressing it.
+_ZPICKLE, _ZOTHER = b"P", b"Z"
+#: Encoded values at least this long are compressed if that saves an eighth.
+COMPRESS_FROM = 128
+#: Largest value a compressed entry may expand to (bounds a hostile one).
+MAX_PLAIN_SIZE = 64 * 1024 * 1024
 _DOUBLE = struct.Struct(">d")
 _PICKLE_PREFIX = pickle.PROTO + bytes([pickle.HIGHEST_PROTOCOL])
 #: Values of these exact types cannot change in place, so a request that only
@@ -109,6 +117,33 @@ def _decode_native(tag: bytes, body: bytes) -> object:
     raise CorruptEntry(f"unknown value tag {tag!r}")
 
 
+def pack(plain: bytes) -> bytes:
+    """The stored form of an encoded value: compressed when that pays."""
+    if len(plain) < COMPRESS_FROM:
+        return plain
+    packed = zlib.compress(plain, 1)
+    if len(packed) + 1 > len(plain) - len(plain) // 8:
+        return plain
+    return (_ZPICKLE if plain[:1] == _PICKLE else _ZOTHER) + packed
+
+
+def unpack(data: bytes) -> bytes:
+    """The encoded value inside a stored one (the same bytes if not compressed)."""
+    tag = data[:1]
+    if tag not in (_ZPICKLE, _ZOTHER):
+        return data
+    inflater = zlib.decompressobj()
+    try:
+        plain = inflater.decompress(data[1:], MAX_PLAIN_SIZE)
+    except zlib.error as exc:
+        raise CorruptEntry(f"bad compressed value: {exc}") from exc
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise CorruptEntry("compressed value is truncated or expands too far")
+    if (plain[:1] == _PICKLE) != (tag == _ZPICKLE) or plain[:1] in (_ZPICKLE, _ZOTHER):
+        raise CorruptEntry("compressed value does not match its tag")
+    return plain
+
+
 def _describe(value: object) -> str:
     kind = type(value)
     return f"{kind.__module__}.{kind.__qualname__}"
@@ -121,12 +156,20 @@ class Codec:
     name: t.ClassVar[str]
 
     def encode(self, key: str, value: object) -> bytes:
-        """Encode one value; a :class:`SerializationError` names ``key``."""
+        """Encode one value as stored; a :class:`SerializationError` names ``key``."""
+        return pack(self.encode_plain(key, value))
+
+    def encode_plain(self, key: str, value: object) -> bytes:
+        """Encode one value, uncompressed (what change detection compares)."""
         native = _encode_native(value)
         return native if native is not None else self._encode_other(key, value)
 
     def decode(self, data: bytes) -> object:
         """Decode bytes made by :meth:`encode`; raise :class:`CorruptEntry`."""
+        return self.decode_plain(unpack(data))
+
+    def decode_plain(self, data: bytes) -> object:
+        """Decode bytes made by :meth:`encode_plain`."""
         if not data:
             raise CorruptEntry("empty value")
         tag, body = data[:1], data[1:]
@@ -160,7 +203,7 @@ class JSONCodec(Codec):
     name = "json"
 
     def check(self, entries: Iterable[Entry]) -> None:
-        if any(entry.value[:1] == _PICKLE for entry in entries):
+        if any(entry.value[:1] in (_PICKLE, _ZPICKLE) for entry in entries):
             raise CorruptRecord("a pickled entry is refused in strict JSON mode")
 
     def _encode_other(self, key: str, value: object) -> bytes:

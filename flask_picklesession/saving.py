@@ -14,7 +14,7 @@ import logging
 import typing as t
 
 from .binding import warn_corrupt
-from .codec import IMMUTABLE_TYPES
+from .codec import IMMUTABLE_TYPES, pack
 from .cookie import make_cookie
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .ids import short_hash
@@ -103,12 +103,14 @@ def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
         if key in session._dirty or key not in entries:
             sets[key] = codec.encode(key, value)
         elif session._forced or type(value) not in IMMUTABLE_TYPES:
-            encoded = codec.encode(key, value)
-            stored = entries[key].value
+            encoded = codec.encode_plain(key, value)
+            stored = session._plain.get(key)
+            if stored is None:
+                stored = entries[key].value  # never compressed, or see _same
             if session._forced or (
                 encoded != stored and not _same(session, stored, value)
             ):
-                sets[key] = encoded
+                sets[key] = pack(encoded)
     return sets, set(session._deleted)
 
 

@@ -9,12 +9,12 @@ save sends only those keys and merges them into what is stored.
 from __future__ import annotations
 
 import typing as t
-from collections.abc import MutableMapping
+from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 
 from flask.sessions import SessionMixin
 
 from .binding import warn_corrupt
-from .codec import CorruptEntry
+from .codec import CorruptEntry, unpack
 from .ids import new_sid
 
 if t.TYPE_CHECKING:
@@ -42,6 +42,8 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         #: cookie suggests so, a load tells).
         self._found: bool | None = None
         self._values: dict[str, t.Any] = {}
+        #: Uncompressed encodings of the compressed values decoded so far.
+        self._plain: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._cleared = False
@@ -95,13 +97,17 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
             return self._values[key]
         if key in self._deleted or key not in entries:
             return _MISSING
+        codec, stored = self._binding.codec, entries[key].value
         try:
-            value = self._binding.codec.decode(entries[key].value)
+            plain = unpack(stored)
+            value = codec.decode_plain(plain)
         except CorruptEntry as exc:
             warn_corrupt(self._id(), f"session[{key!r}]: {exc}")
             self._discard_stored()
             return _MISSING
         self._values[key] = value
+        if plain is not stored:  # compressed: keep what the save compares
+            self._plain[key] = plain
         return value
 
     def _discard_stored(self) -> None:
@@ -171,6 +177,20 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         entries = self._load()
         stored = sum(1 for k in entries if k not in self._deleted)
         return stored + sum(1 for k in self._values if k not in entries)
+
+    # A view reads the session only when used, maybe after the response is
+    # made; Flask < 3.1.3 marks a session accessed only through its methods.
+    def keys(self) -> KeysView[str]:
+        self.accessed = True
+        return KeysView(self)
+
+    def items(self) -> ItemsView[str, t.Any]:
+        self.accessed = True
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[t.Any]:
+        self.accessed = True
+        return ValuesView(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {dict(self)!r}>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import typing as t
 
 import flask
@@ -86,3 +87,8 @@ def signed(secret: str, payload: str) -> str:
 
 def set_cookie_headers(response: t.Any) -> list[str]:
     return t.cast("list[str]", response.headers.getlist("Set-Cookie"))
+
+
+def noise(length: int) -> str:
+    """Random URL-safe text: unlike ``"x" * n``, compression barely shrinks it."""
+    return secrets.token_urlsafe(length)[:length]

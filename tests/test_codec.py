@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import datetime
+import os
 import pickle
 import uuid
+import zlib
 
 import pytest
 from markupsafe import Markup
 
-from flask_picklesession.codec import CorruptEntry, JSONCodec, PickleCodec, make_codec
+from flask_picklesession import codec as codec_module
+from flask_picklesession.codec import (
+    CorruptEntry,
+    JSONCodec,
+    PickleCodec,
+    make_codec,
+    unpack,
+)
 from flask_picklesession.errors import SerializationError
+from flask_picklesession.record import CorruptRecord, Entry
 
 NATIVES = [
     "",
@@ -45,7 +55,7 @@ def test_natives_never_touch_pickle():
 def test_huge_int_falls_back_to_pickle():
     codec = PickleCodec()
     value = 10**5000
-    encoded = codec.encode("k", value)
+    encoded = codec.encode_plain("k", value)
     assert encoded[:1] == b"p" and codec.decode(encoded) == value
 
 
@@ -172,3 +182,54 @@ def test_other_datetimes_keep_their_zone_through_pickle(moment):
     back = PickleCodec().decode(data)
     assert back == moment and back.utcoffset() == moment.utcoffset()
     assert back.fold == moment.fold
+
+
+@pytest.mark.parametrize("codec", [PickleCodec(), JSONCodec()], ids=["pickle", "json"])
+def test_long_values_are_compressed_and_round_trip(codec):
+    cart = [{"sku": f"SKU-{i:04d}", "qty": i % 3 + 1} for i in range(20)]
+    for value in (cart, "ring twice at the side door; " * 10):
+        plain = codec.encode_plain("k", value)
+        stored = codec.encode("k", value)
+        assert stored[:1] in (b"P", b"Z") and len(stored) < len(plain) // 2
+        assert codec.decode(stored) == value
+        assert unpack(stored) == plain
+
+
+def test_short_or_incompressible_values_stay_plain():
+    codec = PickleCodec()
+    assert codec.encode("k", "short")[:1] == b"s"
+    noise = os.urandom(300)  # zlib cannot shrink this by an eighth
+    assert codec.encode("k", noise)[:1] == b"b"
+    assert codec.decode(codec.encode("k", noise)) == noise
+
+
+def test_json_mode_refuses_a_compressed_pickle_without_opening_it():
+    stored = PickleCodec().encode("k", [Markup("x")] * 50)
+    assert stored[:1] == b"P"
+    entry = Entry(b"M" * 16, stored)
+    with pytest.raises(CorruptRecord):
+        JSONCodec().check([entry])
+    with pytest.raises(CorruptEntry):
+        JSONCodec().decode(stored)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"P" + b"not zlib",
+        b"P" + zlib.compress(b"s" + b"x" * 200),  # the tag says pickle, it is not
+        b"Z" + zlib.compress(b"p" + pickle.dumps(1)),  # hides a pickle
+        b"Z" + zlib.compress(b"s" + b"x" * 200)[:-5],  # truncated
+        b"Z" + zlib.compress(b"Z" + zlib.compress(b"s1")),  # nested
+    ],
+)
+def test_bad_compressed_values_are_corrupt(stored):
+    with pytest.raises(CorruptEntry):
+        PickleCodec().decode(stored)
+
+
+def test_a_compressed_bomb_is_refused_before_expanding(monkeypatch):
+    monkeypatch.setattr(codec_module, "MAX_PLAIN_SIZE", 1000)
+    bomb = b"Z" + zlib.compress(b"s" + b"\0" * 10**6)
+    with pytest.raises(CorruptEntry, match="expands too far"):
+        PickleCodec().decode(bomb)

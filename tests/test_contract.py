@@ -18,6 +18,7 @@ from flask_picklesession import PickleSession, SessionTooLarge, StoreUnavailable
 from tests.helpers import (
     add_routes,
     cookie_value,
+    noise,
     put_cookie,
     set_cookie_headers,
     sid_of,
@@ -425,7 +426,7 @@ def test_too_large_session_raises_and_keeps_previous(make_app, raw_store):
     sid = sid_of(c)
     before = raw_store.load("session:" + sid)
     with pytest.raises(SessionTooLarge) as info:
-        c.get("/set/b/" + "x" * 2000)
+        c.get("/set/b/" + noise(2000))
     assert isinstance(info.value, ValueError)
     assert raw_store.load("session:" + sid) == before
     assert c.get("/get/a").data == b"'small'"
@@ -435,7 +436,7 @@ def test_too_large_new_session_writes_nothing(make_app, store):
     app = add_routes(make_app(PICKLESESSION_MAX_SIZE=1024))
     app.testing = True
     with pytest.raises(SessionTooLarge):
-        app.test_client().get("/set/b/" + "x" * 2000)
+        app.test_client().get("/set/b/" + noise(2000))
     assert store.reset() == {}
 
 

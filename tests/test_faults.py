@@ -46,7 +46,7 @@ from flask_picklesession import (
 )
 from flask_picklesession.keys import KeyRing
 from flask_picklesession.record import encode_varint
-from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
+from tests.helpers import add_routes, cookie_value, noise, put_cookie, sid_of
 
 SECRET = "faults secret"
 #: Client timeouts for outage tests: short, so a dead or stalled server is
@@ -434,7 +434,7 @@ def test_disk_full(mechanism, request, tmp_path, monkeypatch):
     else:
         _inject_disk_full(monkeypatch)
 
-    big = "x" * 6000
+    big = noise(6000)
     for path_ in [f"/set/b/{big}", f"/readset/b/{big}"]:
         assert c.get(path_).status_code == 503
         assert_unavailable(fa.errors[-1], OSError)
@@ -653,25 +653,25 @@ def _size_app(make_app: t.Any) -> flask.Flask:
 
     @app.route("/big/<key>")
     def big(key: str) -> str:
-        flask.session[key] = "x" * 4000
+        flask.session[key] = noise(4000)
         return "ok"
 
     @app.route("/readbig/<key>")
     def read_big(key: str) -> str:
         dict(flask.session)
-        flask.session[key] = ["y" * 4000]
+        flask.session[key] = [noise(4000)]
         return "ok"
 
     @app.route("/clearbig")
     def clear_big() -> str:
         flask.session.clear()
-        flask.session["flash"] = "z" * 4000
+        flask.session["flash"] = noise(4000)
         return "ok"
 
     @app.route("/regeneratebig")
     def regenerate_big() -> str:
         flask.session.regenerate()
-        flask.session["big"] = "z" * 4000
+        flask.session["big"] = noise(4000)
         return "ok"
 
     return app

@@ -26,6 +26,7 @@ import flask
 
 from flask_picklesession import PickleSession, Store
 from flask_picklesession import codec as codec_module
+from flask_picklesession.codec import CorruptEntry, unpack
 from flask_picklesession.record import (
     OP_SET,
     OP_SET_IF_MAC,
@@ -163,10 +164,18 @@ def pickled_bodies_of_record(record: bytes) -> set[bytes]:
     """The bytes ``pickle.loads`` would get for each pickled value of a record."""
     found = set()
     for _key, body in parse_entries(record) or []:
-        value = body[MAC_SIZE:]
-        if value[:1] == b"p":
-            found.add(value[1:])
+        found |= pickled_body(body[MAC_SIZE:])
     return found
+
+
+def pickled_body(value: bytes) -> set[bytes]:
+    """What ``pickle.loads`` gets for a stored value: none, or one input."""
+    if value[:1] == b"P":
+        try:
+            value = unpack(value)
+        except CorruptEntry:
+            return set()
+    return {value[1:]} if value[:1] == b"p" else set()
 
 
 class RecordingStore(Store):
@@ -195,8 +204,8 @@ class RecordingStore(Store):
         self._count("patch")
         for op, _key, payload in ops:
             value = payload[MAC_SIZE:] if op == OP_SET else payload[2 * MAC_SIZE :]
-            if op in (OP_SET, OP_SET_IF_MAC) and value[:1] == b"p":
-                self.app_pickles.add(value[1:])
+            if op in (OP_SET, OP_SET_IF_MAC):
+                self.app_pickles |= pickled_body(value)
         return self.inner.patch(key, ops, ttl, max_size, append_limit)
 
     def touch(self, key, ttl):  # type: ignore[no-untyped-def]
