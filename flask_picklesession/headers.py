@@ -1,4 +1,5 @@
-"""The Set-Cookie header of the session cookie, its attributes formatted once.
+"""Response headers of the session: Set-Cookie with its attributes formatted
+once, and Vary: Cookie without parsing the header each time.
 
 Werkzeug's ``dump_cookie`` formats every attribute (an HTTP date among them)
 on each call, which costs more than the rest of a read-only request's save.
@@ -53,3 +54,14 @@ def set_session_cookie(
         response.set_cookie(name, value, expires=expires, **dict(options))
     else:
         response.headers.add("Set-Cookie", f"{name}={value}{rest}")
+
+
+def vary_on_cookie(response: Response) -> None:
+    """Add ``Cookie`` to ``Vary``, as ``response.vary.add("Cookie")`` does.
+
+    The common case, no Vary header yet, skips Werkzeug's parse and rebuild.
+    """
+    if "Vary" in response.headers:
+        response.vary.add("Cookie")
+    else:
+        response.headers["Vary"] = "Cookie"

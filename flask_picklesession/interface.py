@@ -9,7 +9,7 @@ from flask.sessions import SessionInterface
 
 from .binding import Binding
 from .cookie import raw_cookie
-from .headers import set_session_cookie
+from .headers import set_session_cookie, vary_on_cookie
 from .saving import save
 from .session import ServerSession
 from .settings import build_settings
@@ -92,7 +92,7 @@ class PickleSession(SessionInterface):
         update = save(session)
         if update is None:
             if session.accessed or session._binding.refreshed_stamp is not None:
-                response.vary.add("Cookie")
+                vary_on_cookie(response)
             return
         options = self._cookie_options(app)
         name = self.get_cookie_name(app)
@@ -101,7 +101,7 @@ class PickleSession(SessionInterface):
         else:
             items = tuple(options.items())
             set_session_cookie(response, name, update.value, update.expires, items)
-        response.vary.add("Cookie")
+        vary_on_cookie(response)
 
     def _cookie_options(self, app: Flask) -> dict[str, t.Any]:
         options = {

@@ -12,7 +12,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from flask_picklesession.cookie import peek_permanent_stamp, raw_cookie
-from flask_picklesession.headers import set_session_cookie
+from flask_picklesession.headers import set_session_cookie, vary_on_cookie
 
 token = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_-.", min_size=1, max_size=30
@@ -82,3 +82,17 @@ def test_set_session_cookie_matches_werkzeug(options, expires, value):
         ours.headers.remove("Set-Cookie")
         set_session_cookie(ours, "session", value, expires, tuple(options.items()))
     assert ours.headers.getlist("Set-Cookie") == expected.headers.getlist("Set-Cookie")
+
+
+@pytest.mark.parametrize(
+    "existing", [None, "Accept-Encoding", "cookie", "Origin, Cookie"]
+)
+def test_vary_on_cookie_matches_werkzeug(existing):
+    expected, ours = Response(), Response()
+    for response in (expected, ours):
+        if existing is not None:
+            response.headers["Vary"] = existing
+    expected.vary.add("Cookie")
+    vary_on_cookie(ours)
+    vary_on_cookie(ours)  # idempotent
+    assert ours.headers.getlist("Vary") == expected.headers.getlist("Vary")
