@@ -177,7 +177,7 @@ class Codec:
             if tag == _PICKLE:
                 return self._load_pickle(body)
             if tag == _JSON:
-                return _JSON_TAGGER.loads(body.decode("utf-8"))
+                return _load_json(body.decode("utf-8"))
             return _decode_native(tag, body)
         except CorruptEntry:
             raise
@@ -195,6 +195,35 @@ class Codec:
 
 
 _JSON_TAGGER = TaggedJSONSerializer()
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _load_json(text: str) -> object:
+    """Flask's tagged JSON ``loads``, skipping the per-object hook when no
+    object can be a tag: a tag is a one-key object whose key starts with a
+    space, which only shows in the text as ``{" `` (inside a JSON string a
+    quote is escaped)."""
+    if '{" ' not in text:
+        return json.loads(text)
+    return _JSON_TAGGER.loads(text)
+
+
+def _tag(value: object) -> object:
+    """Flask's ``TaggedJSONSerializer.tag``, with a fast path for plain JSON.
+
+    Lists and dicts of plain JSON values are walked here; everything else
+    (tuples, bytes, Markup, UUID, datetimes, a one-key dict whose key could
+    pass for a tag) goes to Flask's tagger, so the output is the same.
+    """
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if kind is list:
+        return [_tag(item) for item in t.cast("list[object]", value)]
+    if kind is dict and len(t.cast("dict[object, object]", value)) != 1:
+        items = t.cast("dict[object, object]", value).items()
+        return {key: _tag(item) for key, item in items}
+    return _JSON_TAGGER.tag(value)
 
 
 class JSONCodec(Codec):
@@ -208,7 +237,7 @@ class JSONCodec(Codec):
 
     def _encode_other(self, key: str, value: object) -> bytes:
         try:
-            text = json.dumps(_JSON_TAGGER.tag(value), separators=(",", ":"))
+            text = json.dumps(_tag(value), separators=(",", ":"))
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(
                 f"session[{key!r}] holds a {_describe(value)}, which strict JSON"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import pickle
 import uuid
 import zlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from markupsafe import Markup
 
 from flask_picklesession import codec as codec_module
@@ -233,3 +236,30 @@ def test_a_compressed_bomb_is_refused_before_expanding(monkeypatch):
     bomb = b"Z" + zlib.compress(b"s" + b"\0" * 10**6)
     with pytest.raises(CorruptEntry, match="expands too far"):
         PickleCodec().decode(bomb)
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=5)
+        | st.binary(max_size=5)
+        | st.uuids()
+        | st.sampled_from([" t", " b", " m", " d", " u", " di", "x"]),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.tuples(inner, inner)
+            | st.dictionaries(
+                st.sampled_from([" t", " b", " di", "a", "b"]), inner, max_size=3
+            )
+        ),
+        max_leaves=20,
+    )
+)
+def test_json_fast_tagging_matches_flask(value):
+    """The fast path writes exactly what Flask's tagger writes."""
+    assert codec_module._tag(value) == codec_module._JSON_TAGGER.tag(value)
+    text = json.dumps(codec_module._tag(value))
+    assert codec_module._load_json(text) == codec_module._JSON_TAGGER.loads(text)
