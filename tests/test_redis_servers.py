@@ -206,8 +206,12 @@ def test_cluster_client_fixture_is_flushed(redis_cluster_client: object) -> None
 @pytest.mark.sentinel
 def test_sentinel_master_for_set_get(redis_sentinel: RedisSentinelSetup) -> None:
     assert redis_sentinel.master_name == "mymaster"
-    with redis_sentinel.sentinel() as sentinel:
+    sentinel = redis_sentinel.sentinel()  # not a context manager in redis-py 4
+    try:
         host, port = sentinel.discover_master("mymaster")
+    finally:
+        for connection in sentinel.sentinels:
+            connection.close()
     assert (host, port) == ("127.0.0.1", redis_sentinel.master_port)
     assert port != redis_sentinel.sentinel_port
     client = redis_sentinel.client()
