@@ -25,6 +25,7 @@ import http.client
 import itertools
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -237,6 +238,10 @@ class RedisRoundTrips:
     def _watch(self) -> None:
         try:
             with self._client.monitor() as monitor:
+                # redis-py 4.5 matches the client field greedily, so a line
+                # whose values hold "] " loses its command; use the later,
+                # non-greedy pattern.
+                monitor.monitor_re = re.compile(r"\[(\d+) (.*?)\] (.*)")
                 self._ready.set()
                 while True:
                     command = monitor.next_command()
