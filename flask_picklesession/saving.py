@@ -18,6 +18,7 @@ from .codec import IMMUTABLE_TYPES, pack
 from .cookie import make_cookie
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .ids import short_hash
+from .keys import MAC_SIZE
 from .record import (
     OP_DELETE,
     OP_SET,
@@ -289,7 +290,7 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     if live <= 1 and any(op == OP_DELETE for op, _, _ in ops):
         return 0
     limit = min(b.max_size, live + max(live // 2, APPEND_SLACK))
-    grown = b.loaded_size + sum(_piece(kb, len(p) or 16) for _, kb, p in ops)
+    grown = b.loaded_size + sum(_piece(kb, len(p) or MAC_SIZE) for _, kb, p in ops)
     return limit if grown <= limit else 0
 
 
@@ -297,7 +298,7 @@ def _piece(key: bytes, body_len: int) -> int:
     return (
         len(encode_varint(len(key)))
         + len(key)
-        + len(encode_varint(body_len - 16))
+        + len(encode_varint(body_len - MAC_SIZE))
         + body_len
     )
 
@@ -310,7 +311,7 @@ def _check_size(session: ServerSession, ops: list[Op]) -> int:
     """
     b = session._binding
     sizes = {
-        k.encode(): _piece(k.encode(), 16 + len(e.value))
+        k.encode(): _piece(k.encode(), MAC_SIZE + len(e.value))
         for k, e in (session._entries or {}).items()
     }
     for op, kb, payload in ops:
@@ -331,7 +332,10 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     # be stored must fail the save before the stored session is deleted.
     values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
     if set(values) - _META_KEYS:
-        size = len(build(_sealed(b, session._id(), values)))
+        # Sized from lengths alone; _create seals (MACs) the entries once.
+        size = 1 + sum(
+            _piece(_key_bytes(k), MAC_SIZE + len(v)) for k, v in values.items()
+        )
         if size > b.max_size:
             raise SessionTooLarge(size, b.max_size)
     for sid in {b.cookie.sid if b.cookie else None, session._replaced_sid} - {None}:
