@@ -76,3 +76,32 @@ def test_cookie_stamp_beyond_any_sane_date_is_refused():
     ring = KeyRing("k")
     assert read_cookie(ring, ring.sign(SID + ".ffffffffffffffffp")) is None
     assert read_cookie(ring, ring.sign(SID + ".ffffffffffffp")) is not None
+
+
+def test_cookie_signatures_keep_itsdangerous_format():
+    """Cookies issued before the signing was done in-package still verify."""
+    import hashlib
+
+    from itsdangerous import Signer
+
+    from flask_picklesession.keys import COOKIE_SALT
+
+    theirs = Signer(
+        "k", salt=COOKIE_SALT, key_derivation="hmac", digest_method=hashlib.sha256
+    )
+    ring = KeyRing("k")
+    assert ring.sign("a.b") == theirs.sign("a.b").decode()
+    assert ring.unsign(theirs.sign("a.b").decode()) == ("a.b", False)
+
+
+@pytest.mark.parametrize(
+    "signed", ["", "nosep", "v.", ".sig", "v.sig\u00e9", "v\u00e9.x"]
+)
+def test_malformed_signatures_do_not_verify(signed):
+    assert KeyRing("k").unsign(signed) is None
+
+
+def test_non_canonical_signature_is_refused():
+    signed = KeyRing("k").sign("v")
+    assert KeyRing("k").unsign(signed + "=") is None
+    assert KeyRing("k").unsign(signed[:-1]) is None
