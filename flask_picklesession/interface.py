@@ -59,6 +59,9 @@ class PickleSession(SessionInterface):
         self._settings: weakref.WeakKeyDictionary[Flask, Settings] = (
             weakref.WeakKeyDictionary()
         )
+        #: The app asked about last and its settings: one app per process is
+        #: the rule, and a weak reference compared costs less than a lookup.
+        self._last: tuple[weakref.ref[Flask], Settings] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -69,11 +72,17 @@ class PickleSession(SessionInterface):
 
     def settings_for(self, app: Flask) -> Settings:
         """Return the checked ``PICKLESESSION_*`` settings of ``app``."""
+        last = self._last
+        if last is not None and last[0]() is app:
+            return last[1]
         # current_app is a proxy, which cannot be weakly referenced.
-        app = getattr(app, "_get_current_object", lambda: app)()
+        unwrap = getattr(app, "_get_current_object", None)
+        if unwrap is not None:
+            app = unwrap()
         settings = self._settings.get(app)
         if settings is None:
             settings = self._settings[app] = build_settings(app, self._overrides)
+        self._last = (weakref.ref(app), settings)
         return settings
 
     def open_session(self, app: Flask, request: Request) -> ServerSession | None:

@@ -100,8 +100,8 @@ def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
     entries = session._entries or {}
     sets: dict[str, bytes] = {}
     for key, value in session._values.items():
-        _key_bytes(key)
         if key in session._dirty or key not in entries:
+            _key_bytes(key)  # keys read from the store are valid already
             sets[key] = codec.encode(key, value)
         elif session._forced or type(value) not in IMMUTABLE_TYPES:
             encoded = codec.encode_plain(key, value)
