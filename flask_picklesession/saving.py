@@ -224,7 +224,7 @@ def _patch(
     limit = _append_limit(session, ops, live)
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
-        return _cookie(session, b.now)
+        return _cookie(session, _patched_stamp(b))
     if result == 0:
         return _DELETE
     if result == TOO_LARGE:
@@ -242,6 +242,19 @@ def _patch(
     # a new session rather than lose them; the old one is not brought back.
     session._found = False
     return _create(session, sets)
+
+
+def _patched_stamp(b: Binding) -> int:
+    """The stamp for the cookie after a save that pushed the stored expiry back.
+
+    A cookie stamped less than 1% of the lifetime ago is kept as it is, as a
+    read-only request keeps it: the store then outlives the cookie by at most
+    that 1%, and busy sessions are not re-signed and re-formatted per write.
+    """
+    cookie = b.cookie
+    if cookie is not None and 0 <= b.now - cookie.stamp < b.ttl // 100:
+        return cookie.stamp
+    return b.now
 
 
 def _log_dropped(session: ServerSession) -> None:

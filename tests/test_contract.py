@@ -182,6 +182,20 @@ def test_permanent_untouched_request_refreshes_when_due(make_app, store, raw_sto
     assert sid_of(c) == sid and cookie_value(c) != before  # a newer stamp
 
 
+def test_write_keeps_a_fresh_cookie_and_restamps_a_due_one(make_app, raw_store):
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=4)))
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    sid, first = sid_of(c), cookie_value(c)
+    rv = c.get("/set/b/2")  # within 1% of the lifetime: same cookie, same expiry
+    assert len(set_cookie_headers(rv)) == 1 and cookie_value(c) == first
+    time.sleep(0.05)  # past 1% of the lifetime
+    before = raw_store.info("session:" + sid).ttl
+    c.get("/set/b/3")
+    assert sid_of(c) == sid and cookie_value(c) != first  # a newer stamp
+    assert raw_store.info("session:" + sid).ttl > before
+
+
 def test_no_refresh_without_refresh_each_request(make_app, store):
     app = add_routes(make_app(SESSION_REFRESH_EACH_REQUEST=False))
     c = app.test_client()
