@@ -63,6 +63,8 @@ class Entry(t.NamedTuple):
 
 def encode_varint(number: int) -> bytes:
     """Encode a non-negative integer in 7-bit groups, low group first."""
+    if number < 0x80:
+        return bytes((number,))
     out = bytearray()
     while number > 0x7F:
         out.append((number & 0x7F) | 0x80)
@@ -199,10 +201,20 @@ def open_entries(
     return entries, stale
 
 
+def varint_size(number: int) -> int:
+    """Length of :func:`encode_varint`'s output, without building it."""
+    return (number.bit_length() + 6) // 7 or 1
+
+
+def piece_size(key: bytes, body_len: int) -> int:
+    """Bytes that a ``key`` with ``body_len`` bytes of MAC+value takes in a record."""
+    value_len = body_len - MAC_SIZE
+    return varint_size(len(key)) + len(key) + varint_size(value_len) + body_len
+
+
 def record_size(entries: Iterable[tuple[bytes, bytes]]) -> int:
     """Size :func:`build` would produce for ``(key, mac+value)`` pairs."""
     size = len(_HEADER)
     for key, body in entries:
-        size += len(encode_varint(len(key))) + len(key)
-        size += len(encode_varint(len(body) - MAC_SIZE)) + len(body)
+        size += piece_size(key, len(body))
     return size

@@ -25,9 +25,9 @@ from .record import (
     OP_SET_IF_MAC,
     CorruptRecord,
     build,
-    encode_varint,
     open_entries,
     parse_raw,
+    piece_size,
     seal,
 )
 from .store import CORRUPT, GONE, TOO_LARGE
@@ -303,17 +303,8 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     if live <= 1 and any(op == OP_DELETE for op, _, _ in ops):
         return 0
     limit = min(b.max_size, live + max(live // 2, APPEND_SLACK))
-    grown = b.loaded_size + sum(_piece(kb, len(p) or MAC_SIZE) for _, kb, p in ops)
+    grown = b.loaded_size + sum(piece_size(kb, len(p) or MAC_SIZE) for _, kb, p in ops)
     return limit if grown <= limit else 0
-
-
-def _piece(key: bytes, body_len: int) -> int:
-    return (
-        len(encode_varint(len(key)))
-        + len(key)
-        + len(encode_varint(body_len - MAC_SIZE))
-        + body_len
-    )
 
 
 def _check_size(session: ServerSession, ops: list[Op]) -> int:
@@ -323,13 +314,13 @@ def _check_size(session: ServerSession, ops: list[Op]) -> int:
     knows it.
     """
     b = session._binding
-    sizes = {
-        k.encode(): _piece(k.encode(), MAC_SIZE + len(e.value))
-        for k, e in (session._entries or {}).items()
-    }
+    sizes = {}
+    for key, entry in (session._entries or {}).items():
+        kb = key.encode()
+        sizes[kb] = piece_size(kb, MAC_SIZE + len(entry.value))
     for op, kb, payload in ops:
         if op == OP_SET:
-            sizes[kb] = _piece(kb, len(payload))
+            sizes[kb] = piece_size(kb, len(payload))
         elif op == OP_DELETE:
             sizes.pop(kb, None)
     size = 1 + sum(sizes.values())
@@ -347,7 +338,7 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     if set(values) - _META_KEYS:
         # Sized from lengths alone; _create seals (MACs) the entries once.
         size = 1 + sum(
-            _piece(_key_bytes(k), MAC_SIZE + len(v)) for k, v in values.items()
+            piece_size(_key_bytes(k), MAC_SIZE + len(v)) for k, v in values.items()
         )
         if size > b.max_size:
             raise SessionTooLarge(size, b.max_size)

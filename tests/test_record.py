@@ -20,6 +20,7 @@ from flask_picklesession.record import (
     parse_raw,
     record_size,
     seal,
+    varint_size,
 )
 
 SID = "A" * 43
@@ -41,6 +42,7 @@ def test_varint_round_trip(number):
 
     encoded = encode_varint(number)
     assert _read_varint(encoded + b"rest", 0) == (number, len(encoded))
+    assert varint_size(number) == len(encoded)
 
 
 def test_declared_lengths_are_checked_before_slicing():
