@@ -195,7 +195,7 @@ class Codec:
 
 
 _JSON_TAGGER = TaggedJSONSerializer()
-_JSON_SCALARS = (str, int, float, bool, type(None))
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _load_json(text: str) -> object:
@@ -218,11 +218,15 @@ def _tag(value: object) -> object:
     kind = type(value)
     if kind in _JSON_SCALARS:
         return value
+    # Scalars are tested inline: most items of a session's lists and dicts
+    # are scalars, and a call per item would double the cost.
+    scalars = _JSON_SCALARS
     if kind is list:
-        return [_tag(item) for item in t.cast("list[object]", value)]
+        items = t.cast("list[object]", value)
+        return [v if type(v) in scalars else _tag(v) for v in items]
     if kind is dict and len(t.cast("dict[object, object]", value)) != 1:
-        items = t.cast("dict[object, object]", value).items()
-        return {key: _tag(item) for key, item in items}
+        pairs = t.cast("dict[object, object]", value).items()
+        return {k: v if type(v) in scalars else _tag(v) for k, v in pairs}
     return _JSON_TAGGER.tag(value)
 
 
