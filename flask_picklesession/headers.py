@@ -59,9 +59,11 @@ def set_session_cookie(
 def vary_on_cookie(response: Response) -> None:
     """Add ``Cookie`` to ``Vary``, as ``response.vary.add("Cookie")`` does.
 
-    The common case, no Vary header yet, skips Werkzeug's parse and rebuild.
+    The common case, no Vary header yet, skips Werkzeug's parse and rebuild,
+    and its lookup by name, which raises and catches an exception on a miss.
     """
-    if "Vary" in response.headers:
-        response.vary.add("Cookie")
-    else:
-        response.headers["Vary"] = "Cookie"
+    for name, _ in response.headers:
+        if name.lower() == "vary":
+            response.vary.add("Cookie")
+            return
+    response.headers.add("Vary", "Cookie")
