@@ -284,9 +284,11 @@ def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
 
 
 #: Appended saves may make a record this much, or half its live size if that
-#: is more, larger than the live session before a save rewrites it. Loads
-#: read the superseded bytes too, so the slack stays small.
+#: is more, larger than the live session before a save rewrites it, but never
+#: more than :data:`APPEND_SLACK_MAX`: every load parses the superseded
+#: entries too, and small writes to a large session would pile up hundreds.
 APPEND_SLACK = 512
+APPEND_SLACK_MAX = 1024
 
 
 def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> int:
@@ -302,7 +304,8 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
         return 0
     if live <= 1 and any(op == OP_DELETE for op, _, _ in ops):
         return 0
-    limit = min(b.max_size, live + max(live // 2, APPEND_SLACK))
+    slack = min(max(live // 2, APPEND_SLACK), APPEND_SLACK_MAX)
+    limit = min(b.max_size, live + slack)
     grown = b.loaded_size + sum(piece_size(kb, len(p) or MAC_SIZE) for _, kb, p in ops)
     return limit if grown <= limit else 0
 
