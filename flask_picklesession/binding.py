@@ -28,6 +28,10 @@ logger = logging.getLogger("flask_picklesession")
 
 _T = t.TypeVar("_T")
 
+#: The last ``PERMANENT_SESSION_LIFETIME`` value seen and its length in ms:
+#: the config value rarely changes, and converting it is per request.
+_last_lifetime: tuple[object, int] = (None, 0)
+
 
 class _once(t.Generic[_T]):
     """Compute an attribute on first use, then keep it in the instance.
@@ -82,9 +86,15 @@ class Binding:
     @_once
     def ttl(self) -> int:
         """Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``)."""
+        global _last_lifetime
+        lifetime = self.app.config["PERMANENT_SESSION_LIFETIME"]
+        last = _last_lifetime
+        if last[0] is lifetime:
+            return last[1]
         ttl = int(self.app.permanent_session_lifetime.total_seconds() * 1000)
         if ttl <= 0:
             raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
+        _last_lifetime = (lifetime, ttl)
         return ttl
 
     @_once

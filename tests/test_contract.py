@@ -390,6 +390,16 @@ def test_permanent_cookie_and_store_live_the_lifetime(make_app, raw_store):
     assert abs(ttl - lifetime.total_seconds() * 1000) < 5000
 
 
+def test_lifetime_changed_at_run_time_applies_to_the_next_save(make_app, raw_store):
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=3)))
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    app.config["PERMANENT_SESSION_LIFETIME"] = 3600  # seconds, as Flask allows
+    c.get("/set/b/2")
+    ttl = raw_store.info("session:" + sid_of(c)).ttl
+    assert abs(ttl - 3_600_000) < 5000
+
+
 def test_browser_session_cookie_but_store_still_expires(make_app, raw_store):
     lifetime = datetime.timedelta(hours=2)
     app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=lifetime))
