@@ -14,7 +14,7 @@ import typing as t
 from .cookie import peek_permanent_stamp, read_cookie
 from .errors import ConfigurationError
 from .ids import short_hash
-from .record import CorruptRecord, open_entries, parse_raw
+from .record import CorruptRecord, open_record
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -164,7 +164,7 @@ class Binding:
             if record is None:
                 return None
             self.loaded_size = len(record)
-            entries, stale = open_entries(self.ring, sid, parse_raw(record))
+            entries, stale = open_record(self.ring, sid, record)
             self.codec.check(entries.values())
             return entries, stale
         except CorruptRecord as exc:

@@ -118,6 +118,19 @@ class KeyRing:
         state.update(message)
         return state.digest()
 
+    def mac_states(self, prefix: bytes) -> list[t.Any]:
+        """MAC states of every key, current first, that absorbed ``prefix``.
+
+        For checking many messages that start alike (a session's entries all
+        start with its id): copy a state, feed it the rest, take its digest.
+        """
+        states = []
+        for keyed in self._macs:
+            state = keyed.copy()
+            state.update(prefix)
+            states.append(state)
+        return states
+
     def check_mac(self, message: bytes, tag: bytes) -> int | None:
         """Return the index of the key that made ``tag`` (0 is current), or None.
 

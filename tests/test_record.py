@@ -17,6 +17,7 @@ from flask_picklesession.record import (
     build,
     encode_varint,
     open_entries,
+    open_record,
     parse_raw,
     record_size,
     seal,
@@ -130,3 +131,34 @@ def test_last_entry_wins_and_tombstones_delete():
 def test_conditional_sets_are_never_appended():
     with pytest.raises(ValueError):
         appendix([(OP_SET_IF_MAC, b"a", b"M" * 32 + b"s")])
+
+
+def _outcome(func, *args):
+    try:
+        return func(*args)
+    except CorruptRecord as exc:
+        return str(exc)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=140).map(str.encode) | st.binary(max_size=4),
+        st.tuples(
+            st.sampled_from(["new", "old", "other"]),
+            st.binary(min_size=1, max_size=200),
+        ),
+        max_size=6,
+    ),
+    st.lists(st.binary(max_size=4), max_size=3),
+)
+def test_open_record_is_parse_then_open(spec, deleted):
+    """The one-pass load path agrees with the two steps on every record:
+    values, fallback keys, tombstones, long keys, forged and non-UTF-8 keys."""
+    rings = {"new": KeyRing("new"), "old": KeyRing("old"), "other": KeyRing("x")}
+    record = build(
+        {key: seal(rings[who], SID, key, value) for key, (who, value) in spec.items()}
+    )
+    record += appendix([(OP_DELETE, key, b"") for key in deleted])
+    ring = KeyRing("new", ["old"])
+    two_step = _outcome(lambda: open_entries(ring, SID, parse_raw(record)))
+    assert _outcome(open_record, ring, SID, record) == two_step
