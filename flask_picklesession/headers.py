@@ -45,11 +45,16 @@ def set_session_cookie(
     value: str,
     expires: datetime.datetime | None,
     options: CookieOptions,
+    *,
+    known_plain: bool = False,
 ) -> None:
-    """Add the cookie as ``response.set_cookie`` would, without re-formatting."""
-    rest = (
-        _attributes(name, expires, options) if _PLAIN_VALUE.fullmatch(value) else None
-    )
+    """Add the cookie as ``response.set_cookie`` would, without re-formatting.
+
+    ``known_plain`` skips checking that the value needs no quoting: true of
+    every value this package signs, and of a client's cookie once verified.
+    """
+    plain = known_plain or _PLAIN_VALUE.fullmatch(value) is not None
+    rest = _attributes(name, expires, options) if plain else None
     if rest is None:
         response.set_cookie(name, value, expires=expires, **dict(options))
     else:

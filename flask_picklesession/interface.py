@@ -109,7 +109,9 @@ class PickleSession(SessionInterface):
             response.delete_cookie(name, **options)
         else:
             items = tuple(options.items())
-            set_session_cookie(response, name, update.value, update.expires, items)
+            set_session_cookie(
+                response, name, update.value, update.expires, items, known_plain=True
+            )
         vary_on_cookie(response)
 
     def _cookie_options(self, app: Flask) -> dict[str, t.Any]:
