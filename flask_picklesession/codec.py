@@ -35,6 +35,7 @@ _STR, _INT, _FLOAT, _BYTES = b"s", b"i", b"f", b"b"
 _TRUE, _FALSE, _NONE = b"T", b"F", b"N"
 _DATETIME = b"t"
 _PICKLE, _JSON = b"p", b"j"
+_PICKLE_TAG, _JSON_TAG = _PICKLE[0], _JSON[0]
 #: Compressed forms: ``P`` wraps a pickle, ``Z`` anything else, so that strict
 #: JSON mode can refuse a pickle without decompressing it.
 _ZPICKLE, _ZOTHER = b"P", b"Z"
@@ -97,24 +98,21 @@ def _encode_native(value: object) -> bytes | None:
     return None
 
 
-def _decode_native(tag: bytes, body: bytes) -> object:
-    if tag == _STR:
-        return body.decode("utf-8", "surrogatepass")
-    if tag == _INT:
-        return int(body)
-    if tag == _FLOAT:
-        return _DOUBLE.unpack(body)[0]
-    if tag == _BYTES:
-        return body
-    if tag == _TRUE:
-        return True
-    if tag == _FALSE:
-        return False
-    if tag == _NONE:
-        return None
-    if tag == _DATETIME:
-        return datetime.datetime.fromisoformat(body.decode("ascii"))
-    raise CorruptEntry(f"unknown value tag {tag!r}")
+def _datetime(data: bytes) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(data[1:].decode("ascii"))
+
+
+#: Decoders of the native forms, by tag byte; each takes the whole encoding.
+_NATIVE_DECODERS: dict[int, t.Callable[[bytes], object]] = {
+    _STR[0]: lambda data: data[1:].decode("utf-8", "surrogatepass"),
+    _INT[0]: lambda data: int(data[1:]),
+    _FLOAT[0]: lambda data: _DOUBLE.unpack(data[1:])[0],
+    _BYTES[0]: lambda data: data[1:],
+    _TRUE[0]: lambda data: True,
+    _FALSE[0]: lambda data: False,
+    _NONE[0]: lambda data: None,
+    _DATETIME[0]: _datetime,
+}
 
 
 def pack(plain: bytes) -> bytes:
@@ -172,17 +170,20 @@ class Codec:
         """Decode bytes made by :meth:`encode_plain`."""
         if not data:
             raise CorruptEntry("empty value")
-        tag, body = data[:1], data[1:]
+        tag = data[0]
         try:
-            if tag == _PICKLE:
-                return self._load_pickle(body)
-            if tag == _JSON:
-                return _load_json(body.decode("utf-8"))
-            return _decode_native(tag, body)
+            if tag == _PICKLE_TAG:
+                return self._load_pickle(data[1:])
+            native = _NATIVE_DECODERS.get(tag)
+            if native is not None:
+                return native(data)
+            if tag == _JSON_TAG:
+                return _load_json(data[1:].decode("utf-8"))
         except CorruptEntry:
             raise
         except Exception as exc:  # any failure of a decoder means a bad entry
             raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
+        raise CorruptEntry(f"unknown value tag {data[:1]!r}")
 
     def check(self, entries: Iterable[Entry]) -> None:
         """Refuse, before any decoding, a record this codec must never decode."""
