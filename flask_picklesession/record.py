@@ -269,8 +269,11 @@ def varint_size(number: int) -> int:
 
 def piece_size(key: bytes, body_len: int) -> int:
     """Bytes that a ``key`` with ``body_len`` bytes of MAC+value takes in a record."""
-    value_len = body_len - MAC_SIZE
-    return varint_size(len(key)) + len(key) + varint_size(value_len) + body_len
+    key_len, value_len = len(key), body_len - MAC_SIZE
+    # One-byte lengths, the common case, without a call: sizing is per write.
+    key_head = 1 if key_len < 0x80 else varint_size(key_len)
+    value_head = 1 if value_len < 0x80 else varint_size(value_len)
+    return key_head + key_len + value_head + body_len
 
 
 def record_size(entries: Iterable[tuple[bytes, bytes]]) -> int:

@@ -300,13 +300,15 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     blind writes, which do not know how large the record is.
     """
     b = session._binding
-    if live is None or any(op == OP_SET_IF_MAC for op, _, _ in ops):
+    if live is None:
         return 0
-    if live <= 1 and any(op == OP_DELETE for op, _, _ in ops):
-        return 0
+    grown = b.loaded_size
+    for op, kb, payload in ops:
+        if op == OP_SET_IF_MAC or (op == OP_DELETE and live <= 1):
+            return 0
+        grown += piece_size(kb, len(payload) or MAC_SIZE)
     slack = min(max(live // 2, APPEND_SLACK), APPEND_SLACK_MAX)
     limit = min(b.max_size, live + slack)
-    grown = b.loaded_size + sum(piece_size(kb, len(p) or MAC_SIZE) for _, kb, p in ops)
     return limit if grown <= limit else 0
 
 
