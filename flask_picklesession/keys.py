@@ -132,17 +132,24 @@ class KeyRing:
         return states
 
     def check_mac(self, message: bytes, tag: bytes) -> int | None:
-        """Return the index of the key that made ``tag`` (0 is current), or None.
+        """Return the index of the key that made ``tag`` (0 is current), or None."""
+        return which_key(self._macs, message, b"", tag)
 
-        Comparison is constant time for each key tried.
-        """
-        compare = hmac.compare_digest
-        for index, keyed in enumerate(self._macs):
-            state = keyed.copy()
-            state.update(message)
-            if compare(state.digest(), tag):
-                return index
-        return None
+
+def which_key(states: list[t.Any], head: bytes, rest: bytes, tag: bytes) -> int | None:
+    """Index of the MAC state that, fed ``head`` then ``rest``, gives ``tag``.
+
+    ``states`` come from :meth:`KeyRing.mac_states`, current key first; None
+    if no key made ``tag``. Comparison is constant time for each key tried.
+    """
+    compare = hmac.compare_digest
+    for index, keyed in enumerate(states):
+        state = keyed.copy()
+        state.update(head)
+        state.update(rest)
+        if compare(state.digest(), tag):
+            return index
+    return None
 
 
 def keyring_cache() -> t.Callable[[object, object], KeyRing]:

@@ -27,13 +27,12 @@ script that follows :func:`apply_ops` exactly.
 
 from __future__ import annotations
 
-import hmac
 import typing as t
 
-from .keys import MAC_SIZE
+from .keys import MAC_SIZE, which_key
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from .keys import KeyRing
 
@@ -189,28 +188,8 @@ def open_entries(
     Raises :class:`CorruptRecord` on the first entry no key verifies: a record
     with one forged entry is not trusted at all.
     """
-    sid_bytes = sid.encode("ascii")
-    check = ring.check_mac
-    entries: dict[str, Entry] = {}
-    stale: set[str] = set()
-    for key, body in raw.items():
-        value, tag = body[MAC_SIZE:], body[:MAC_SIZE]
-        klen = len(key)
-        prefix = bytes((klen,)) if klen < 0x80 else encode_varint(klen)
-        used = check(b"".join((sid_bytes, prefix, key, value)), tag)
-        if used is None:
-            raise CorruptRecord("an entry failed its MAC check")
-        try:
-            name = key.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorruptRecord("a key is not UTF-8") from exc
-        entries[name] = Entry(tag, value)
-        if used:
-            stale.add(name)
-    return entries, stale
-
-
-_new_tuple = tuple.__new__
+    split = ((k, body[:MAC_SIZE], body[MAC_SIZE:]) for k, body in raw.items())
+    return _open(ring, sid, split)
 
 
 def open_record(
@@ -218,28 +197,37 @@ def open_record(
 ) -> tuple[dict[str, Entry], set[str]]:
     """:func:`open_entries` of :func:`parse_raw`, in one pass: a load's path.
 
-    Slices each value and MAC once, and hashes the session id once for all
-    entries; the result and the errors are those of the two-step path.
+    Slices each MAC and value once, straight from the record.
     """
-    spans = _spans(record)
+    return _open(ring, sid, _split(record))
+
+
+def _split(record: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """``(key, mac, value)`` of each live entry, sliced from the record."""
+    for key, span in _spans(record).items():
+        if span is not None:
+            start, value_len = span
+            mid = start + MAC_SIZE
+            yield key, record[start:mid], record[mid : mid + value_len]
+
+
+_new_tuple = tuple.__new__
+
+
+def _open(
+    ring: KeyRing, sid: str, split: Iterable[tuple[bytes, bytes, bytes]]
+) -> tuple[dict[str, Entry], set[str]]:
+    """Authenticate ``(key, mac, value)`` triples of session ``sid``.
+
+    The session id is hashed once for all entries (:meth:`KeyRing.mac_states`).
+    """
     states = ring.mac_states(sid.encode("ascii"))
-    current, compare = states[0], hmac.compare_digest
     entries: dict[str, Entry] = {}
     stale: set[str] = set()
-    for key, span in spans.items():
-        if span is None:
-            continue
-        start, value_len = span
-        mid = start + MAC_SIZE
-        tag, value = record[start:mid], record[mid : mid + value_len]
-        klen = len(key)
-        head = (bytes((klen,)) if klen < 0x80 else encode_varint(klen)) + key
-        state = current.copy()
-        state.update(head)
-        state.update(value)
-        used = 0
-        if not compare(state.digest(), tag):
-            used = _older_key(states, head, value, tag)
+    for key, tag, value in split:
+        used = which_key(states, encode_varint(len(key)) + key, value, tag)
+        if used is None:
+            raise CorruptRecord("an entry failed its MAC check")
         try:
             name = key.decode()
         except UnicodeDecodeError as exc:
@@ -249,17 +237,6 @@ def open_record(
         if used:
             stale.add(name)
     return entries, stale
-
-
-def _older_key(states: list[t.Any], head: bytes, value: bytes, tag: bytes) -> int:
-    """Index of the fallback key whose MAC ``tag`` is; CorruptRecord if none."""
-    for index in range(1, len(states)):
-        state = states[index].copy()
-        state.update(head)
-        state.update(value)
-        if hmac.compare_digest(state.digest(), tag):
-            return index
-    raise CorruptRecord("an entry failed its MAC check")
 
 
 def varint_size(number: int) -> int:
