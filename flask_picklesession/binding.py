@@ -119,8 +119,12 @@ class Binding:
             self.refresh
             and cookie is not None
             and cookie.permanent
-            and self.now - cookie.stamp >= self.ttl // 100
+            and self.is_due(cookie.stamp)
         )
+
+    def is_due(self, stamp: int) -> bool:
+        """1% of the lifetime has passed since ``stamp``: time to push back."""
+        return self.now - stamp >= self.ttl // 100
 
     def cookie_may_change(self) -> bool:
         """Could the cookie need re-sending although the session was not used?
@@ -136,7 +140,7 @@ class Binding:
         if self.app.config.get("SECRET_KEY_FALLBACKS"):
             return True
         stamp = self.refreshed_stamp
-        return stamp is not None and self.now - stamp >= self.ttl // 100
+        return stamp is not None and self.is_due(stamp)
 
     @_once
     def refreshed_stamp(self) -> int | None:

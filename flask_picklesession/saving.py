@@ -252,7 +252,7 @@ def _patched_stamp(b: Binding) -> int:
     that 1%, and busy sessions are not re-signed and re-formatted per write.
     """
     cookie = b.cookie
-    if cookie is not None and 0 <= b.now - cookie.stamp < b.ttl // 100:
+    if cookie is not None and cookie.stamp <= b.now and not b.is_due(cookie.stamp):
         return cookie.stamp
     return b.now
 
