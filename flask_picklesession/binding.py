@@ -11,12 +11,15 @@ import logging
 import time
 import typing as t
 
-from .cookie import peek_permanent_stamp, read_cookie
+from .cookie import peek_permanent_stamp
 from .errors import ConfigurationError
 from .ids import short_hash
-from .record import CorruptRecord, open_record
+from .record import CorruptRecord
+from .verified import verified_cookie, verified_record
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from flask import Flask
 
     from .cookie import CookieRef
@@ -81,7 +84,7 @@ class Binding:
     @_once
     def cookie(self) -> CookieRef | None:
         """The verified cookie, or None if absent or not trustworthy."""
-        return read_cookie(self.ring, self.raw_cookie)
+        return verified_cookie(self.ring, self.raw_cookie)
 
     @_once
     def ttl(self) -> int:
@@ -157,7 +160,7 @@ class Binding:
         """Store key of a session id."""
         return self.prefix + sid
 
-    def load(self, sid: str) -> tuple[dict[str, Entry], set[str]] | None:
+    def load(self, sid: str) -> tuple[Mapping[str, Entry], frozenset[str]] | None:
         """Read and authenticate a session; None if missing or not trustworthy.
 
         Refreshes the stored expiry in the same round trip when it is due.
@@ -168,7 +171,7 @@ class Binding:
             if record is None:
                 return None
             self.loaded_size = len(record)
-            entries, stale = open_record(self.ring, sid, record)
+            entries, stale = verified_record(self.ring, sid, record)
             self.codec.check(entries.values())
             return entries, stale
         except CorruptRecord as exc:

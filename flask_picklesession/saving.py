@@ -33,8 +33,10 @@ from .record import (
 from .store import CORRUPT, GONE, TOO_LARGE
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .binding import Binding
-    from .record import Op
+    from .record import Entry, Op
     from .session import ServerSession
 
 logger = logging.getLogger("flask_picklesession")
@@ -394,6 +396,7 @@ def _current_values(
 ) -> dict[str, bytes]:
     """Values of a taken record, authenticated; this request's copy if unreadable."""
     b = session._binding
+    entries: Mapping[str, Entry]
     try:
         entries, _ = open_entries(b.ring, old_sid, parse_raw(record))
         b.codec.check(entries.values())

@@ -18,7 +18,7 @@ from .codec import CorruptEntry, unpack
 from .ids import new_sid
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from .binding import Binding
     from .record import Entry
@@ -34,10 +34,11 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._sid: str | None = None
         #: True once the request read or wrote the session (adds ``Vary: Cookie``).
         self.accessed = False
-        #: Stored entries as loaded, or None before the first read.
-        self._entries: dict[str, Entry] | None = None
+        #: Stored entries as loaded (read-only: they may be shared with other
+        #: requests), or None before the first read.
+        self._entries: Mapping[str, Entry] | None = None
         #: Keys whose MAC was made by a fallback key.
-        self._stale: set[str] = set()
+        self._stale: frozenset[str] = frozenset()
         #: Whether the store holds this session: None until known (a valid
         #: cookie suggests so, a load tells).
         self._found: bool | None = None
@@ -82,11 +83,13 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     # -- loading -----------------------------------------------------------
 
-    def _load(self) -> dict[str, Entry]:
+    def _load(self) -> Mapping[str, Entry]:
         if self._entries is None:
             found = self._binding.load(self._id()) if self._exists else None
             self._found = found is not None
-            self._entries, self._stale = found if found is not None else ({}, set())
+            self._entries, self._stale = (
+                found if found is not None else ({}, frozenset())
+            )
             if found is None and self._binding.cookie is not None:
                 self._renew_id()  # never store under an id a client sent
         return self._entries
@@ -112,7 +115,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     def _discard_stored(self) -> None:
         """Forget an untrustworthy stored session, keeping this request's writes."""
-        self._entries, self._stale, self._found = {}, set(), False
+        self._entries, self._stale, self._found = {}, frozenset(), False
         self._renew_id()
         self._values = {k: self._values[k] for k in self._dirty}
         self._deleted.clear()
@@ -204,7 +207,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self.accessed = True
         self._suppressed = False
         self._cleared = True
-        self._entries, self._stale = {}, set()
+        self._entries, self._stale = {}, frozenset()
         self._values.clear()
         self._dirty.clear()
         self._deleted.clear()

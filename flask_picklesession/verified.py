@@ -1,0 +1,85 @@
+"""Remembering what was already verified, so a repeat request skips the work.
+
+A user's requests bring the same cookie again and again, and a session that
+is only read comes back from the store byte for byte the same. Verifying a
+cookie and the MACs of a record are pure functions of the key ring and those
+exact bytes, so their results are kept in small LRU caches keyed by the key
+ring and the full bytes: a hit is an exact match with something that passed
+every check, never a guess from a hash. A new key ring (keys changed or
+rotated) starts over, as it is part of the key. Failures are not kept.
+
+Cached results are shared between requests, so they are frozen: entries
+come as a read-only mapping and the stale keys as a frozenset.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing as t
+
+from .cookie import read_cookie
+from .record import open_record
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .cookie import CookieRef
+    from .keys import KeyRing
+    from .record import Entry
+
+#: Verified cookies kept per process (a cookie value is at most 160 bytes).
+COOKIE_CACHE_SIZE = 1024
+#: Verified records kept per process, and the largest record kept: at most
+#: 256 x 16 KiB. Larger records cost far more to decode than to verify.
+RECORD_CACHE_SIZE = 256
+RECORD_CACHE_MAX_BYTES = 16 * 1024
+
+
+class _Failed(Exception):
+    """Carries a failed verification out of the cache, which keeps only successes."""
+
+
+@functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)
+def _cookie(ring: KeyRing, value: str) -> CookieRef:
+    ref = read_cookie(ring, value)
+    if ref is None:
+        raise _Failed
+    return ref
+
+
+def verified_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
+    """:func:`.cookie.read_cookie`, remembering the cookies that verified."""
+    if not value:
+        return None
+    try:
+        return _cookie(ring, value)
+    except _Failed:
+        return None
+
+
+@functools.lru_cache(maxsize=RECORD_CACHE_SIZE)
+def _record(
+    ring: KeyRing, sid: str, record: bytes
+) -> tuple[Mapping[str, Entry], frozenset[str]]:
+    entries, stale = open_record(ring, sid, record)
+    return types.MappingProxyType(entries), frozenset(stale)
+
+
+def verified_record(
+    ring: KeyRing, sid: str, record: bytes
+) -> tuple[Mapping[str, Entry], frozenset[str]]:
+    """:func:`.record.open_record`, remembering small records that verified.
+
+    Raises :class:`.record.CorruptRecord` as it does; those are not kept.
+    """
+    if len(record) > RECORD_CACHE_MAX_BYTES:
+        entries, stale = open_record(ring, sid, record)
+        return entries, frozenset(stale)
+    return _record(ring, sid, record)
+
+
+def forget() -> None:
+    """Drop everything remembered (for tests and after changing keys by hand)."""
+    _cookie.cache_clear()
+    _record.cache_clear()

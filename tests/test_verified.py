@@ -1,0 +1,123 @@
+"""Verified cookies and records are remembered, and only ever as exact matches."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from flask_picklesession import verified
+from flask_picklesession.keys import KeyRing
+from flask_picklesession.record import CorruptRecord, build, parse_raw, seal
+from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
+
+SID = "s" * 43
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    verified.forget()
+    yield
+    verified.forget()
+
+
+@pytest.fixture
+def verifications(monkeypatch):
+    """How often a cookie and a record were really verified."""
+    counts = {"cookie": 0, "record": 0}
+    real_cookie, real_record = verified.read_cookie, verified.open_record
+
+    def cookie(*args):
+        counts["cookie"] += 1
+        return real_cookie(*args)
+
+    def record(*args):
+        counts["record"] += 1
+        return real_record(*args)
+
+    monkeypatch.setattr(verified, "read_cookie", cookie)
+    monkeypatch.setattr(verified, "open_record", record)
+    return counts
+
+
+def _record(ring, values, sid=SID):
+    return build({k: seal(ring, sid, k, v) for k, v in values.items()})
+
+
+def test_repeat_reads_verify_once_until_the_session_changes(app, verifications):
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    verifications.update(cookie=0, record=0)
+    for _ in range(3):
+        assert c.get("/get/a").data == b"'1'"
+    assert verifications == {"cookie": 1, "record": 1}
+    c.get("/set/a/2")
+    assert c.get("/get/a").data == b"'2'"
+    assert verifications["record"] >= 2  # new bytes: verified again
+
+
+def test_a_remembered_record_changed_in_one_byte_is_refused(app, raw_store, caplog):
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    assert c.get("/get/a").data == b"'1'"  # now remembered
+    key = "session:" + sid_of(c)
+    record = raw_store.load(key)
+    tampered = record[:-1] + bytes([record[-1] ^ 1])
+    raw_store.delete(key)
+    raw_store.create(key, tampered, 60_000)
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/get/a").data == b"None"
+    assert "MAC" in caplog.text
+
+
+def test_a_key_taken_out_of_service_no_longer_verifies(make_app):
+    app = make_app(SECRET_KEY="old key")
+    add_routes(app)
+    c = app.test_client()
+    c.get("/set/a/1")
+    old_cookie = cookie_value(c)
+    assert c.get("/get/a").data == b"'1'"  # cookie and record remembered
+    app.config["SECRET_KEY"] = "new key"
+    assert c.get("/get/a").data == b"None"
+    # The same bytes under a ring that still trusts the old key verify again.
+    app.config["SECRET_KEY_FALLBACKS"] = ["old key"]
+    put_cookie(c, old_cookie)
+    assert c.get("/get/a").data == b"'1'"
+
+
+def test_remembered_results_are_read_only():
+    ring = KeyRing("k")
+    entries, stale = verified.verified_record(ring, SID, _record(ring, {b"a": b"i1"}))
+    assert entries["a"].value == b"i1" and stale == frozenset()
+    with pytest.raises(TypeError):
+        entries["b"] = entries["a"]  # type: ignore[index]
+    assert isinstance(stale, frozenset)
+
+
+def test_large_records_and_failures_are_not_kept():
+    ring = KeyRing("k")
+    big = _record(ring, {b"a": b"s" + b"x" * verified.RECORD_CACHE_MAX_BYTES})
+    entries, _ = verified.verified_record(ring, SID, big)
+    assert len(entries["a"].value) > verified.RECORD_CACHE_MAX_BYTES
+    assert verified._record.cache_info().currsize == 0
+
+    forged = _record(KeyRing("other"), {b"a": b"i1"})
+    for _ in range(2):
+        with pytest.raises(CorruptRecord):
+            verified.verified_record(ring, SID, forged)
+    assert verified._record.cache_info().currsize == 0
+
+    assert verified.verified_cookie(ring, f"{SID}.1p.bad") is None
+    assert verified.verified_cookie(ring, None) is None
+    assert verified._cookie.cache_info().currsize == 0
+
+
+def test_the_same_record_of_another_session_is_not_served_from_memory():
+    ring = KeyRing("k")
+    record = _record(ring, {b"a": b"i1"})
+    verified.verified_record(ring, SID, record)
+    with pytest.raises(CorruptRecord):
+        verified.verified_record(ring, "t" * 43, record)
+    assert parse_raw(record)  # untouched by either call
