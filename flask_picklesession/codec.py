@@ -125,11 +125,33 @@ def pack(plain: bytes) -> bytes:
     return (_ZPICKLE if plain[:1] == _PICKLE else _ZOTHER) + packed
 
 
+#: Small compressed values inflated recently, by their exact stored bytes:
+#: a session read again and again holds the same bytes, and setting up zlib
+#: costs more than decoding a small value. Emptied whenever it fills.
+_inflated: dict[bytes, bytes] = {}
+INFLATED_MEMO_SIZE = 512
+#: Largest inflated value remembered (so at most 512 x 8 KiB in all).
+INFLATED_MEMO_MAX = 8 * 1024
+
+
 def unpack(data: bytes) -> bytes:
     """The encoded value inside a stored one (the same bytes if not compressed)."""
     tag = data[:1]
     if tag not in (_ZPICKLE, _ZOTHER):
         return data
+    if len(data) > INFLATED_MEMO_MAX:  # inflates to more still: never kept
+        return _inflate(data, tag)
+    plain = _inflated.get(data)
+    if plain is None:
+        plain = _inflate(data, tag)
+        if len(plain) <= INFLATED_MEMO_MAX:
+            if len(_inflated) >= INFLATED_MEMO_SIZE:
+                _inflated.clear()
+            _inflated[data] = plain
+    return plain
+
+
+def _inflate(data: bytes, tag: bytes) -> bytes:
     inflater = zlib.decompressobj()
     try:
         plain = inflater.decompress(data[1:], MAX_PLAIN_SIZE)

@@ -238,6 +238,51 @@ def test_a_compressed_bomb_is_refused_before_expanding(monkeypatch):
         PickleCodec().decode(bomb)
 
 
+@pytest.fixture
+def inflations(monkeypatch):
+    """Each call that really inflated a value, with an empty memo to start."""
+    calls = []
+    real = codec_module._inflate
+
+    def spy(data, tag):
+        calls.append(data)
+        return real(data, tag)
+
+    monkeypatch.setattr(codec_module, "_inflate", spy)
+    monkeypatch.setattr(codec_module, "_inflated", {})
+    return calls
+
+
+def test_a_small_compressed_value_read_again_is_inflated_once(inflations):
+    stored = PickleCodec().encode("k", "ring twice at the side door; " * 10)
+    assert stored[:1] == b"Z"
+    for _ in range(3):
+        assert unpack(bytes(stored)) == unpack(stored)  # equal bytes, new objects
+    assert len(inflations) == 1
+
+
+def test_large_or_corrupt_values_are_never_remembered(inflations, monkeypatch):
+    monkeypatch.setattr(codec_module, "INFLATED_MEMO_MAX", 100)
+    roomy = PickleCodec().encode("k", "x" * 500)  # 500 bytes from a few
+    bad = b"Z" + zlib.compress(b"s" + b"x" * 200)[:-5]
+    for _ in range(2):
+        unpack(roomy)
+        with pytest.raises(CorruptEntry):
+            unpack(bad)
+    assert inflations == [roomy, bad] * 2 and codec_module._inflated == {}
+
+
+def test_the_inflation_memo_is_bounded(inflations, monkeypatch):
+    monkeypatch.setattr(codec_module, "INFLATED_MEMO_SIZE", 4)
+    values = [PickleCodec().encode("k", f"{i} " + "y" * 300) for i in range(10)]
+    for stored in values:
+        unpack(stored)
+    assert 0 < len(codec_module._inflated) <= 4
+    assert [PickleCodec().decode(v) for v in values] == [
+        f"{i} " + "y" * 300 for i in range(10)
+    ]
+
+
 @given(
     st.recursive(
         st.none()
