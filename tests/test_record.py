@@ -162,3 +162,22 @@ def test_open_record_is_parse_then_open(spec, deleted):
     ring = KeyRing("new", ["old"])
     two_step = _outcome(lambda: open_entries(ring, SID, parse_raw(record)))
     assert _outcome(open_record, ring, SID, record) == two_step
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=140), st.binary(min_size=1, max_size=300)
+    )
+)
+def test_measured_entry_sizes_add_up_to_the_record(values):
+    """What a save measures of the loaded entries (asked twice: the second
+    answer is remembered) is what the compact record really takes."""
+    from flask_picklesession.saving import _piece_sizes
+
+    ring = KeyRing("k")
+    record = build(
+        {k.encode(): seal(ring, SID, k.encode(), v) for k, v in values.items()}
+    )
+    entries, _ = open_record(ring, SID, record)
+    for _ in range(2):
+        assert 1 + sum(_piece_sizes(entries).values()) == len(record)
