@@ -119,7 +119,7 @@ def pack(plain: bytes) -> bytes:
     """The stored form of an encoded value: compressed when that pays."""
     if len(plain) < COMPRESS_FROM:
         return plain
-    packed = zlib.compress(plain, 1)
+    packed = _deflate(plain)
     if len(packed) + 1 > len(plain) - len(plain) // 8:
         return plain
     return (_ZPICKLE if plain[:1] == _PICKLE else _ZOTHER) + packed
@@ -132,6 +132,21 @@ _inflated: dict[bytes, bytes] = {}
 INFLATED_MEMO_SIZE = 512
 #: Largest inflated value remembered (so at most 512 x 8 KiB in all).
 INFLATED_MEMO_MAX = 8 * 1024
+
+
+def _deflate(plain: bytes) -> bytes:
+    """zlib at level 1, with a window and hash table sized to the value.
+
+    zlib's defaults set up about 256 KiB of state per call, which a small
+    value never uses; freeing that much lets the C heap give the pages back,
+    so the next call faults them in again and costs ten times the
+    compressing. A window as large as the value (512 bytes at least, 32 KiB
+    at most) finds the same matches; any zlib reader accepts the stream,
+    whose header names its window.
+    """
+    wbits = min(max(len(plain).bit_length(), 9), 15)
+    packer = zlib.compressobj(1, zlib.DEFLATED, wbits, min(wbits - 6, 8))
+    return packer.compress(plain) + packer.flush()
 
 
 def unpack(data: bytes) -> bytes:
