@@ -110,11 +110,27 @@ def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
             stored = session._plain.get(key)
             if stored is None:
                 stored = entries[key].value  # never compressed, or see _same
-            if session._forced or (
-                encoded != stored and not _same(session, stored, value)
-            ):
+            if session._forced or _changed(session, key, value, encoded, stored):
                 sets[key] = pack(encoded)
     return sets, set(session._deleted)
+
+
+def _changed(
+    session: ServerSession, key: str, value: t.Any, encoded: bytes, stored: bytes
+) -> bool:
+    """Did a value read from the store change in place?
+
+    Same bytes: no. A list, dict, set or tuple whose length changed: yes,
+    without decoding the old value (equal ones have equal lengths), so an
+    append to a list in the session costs no second decode. Otherwise the
+    old value is decoded and compared.
+    """
+    if encoded == stored:
+        return False
+    loaded = session._loaded_len.get(key)
+    if loaded is not None and len(value) != loaded:
+        return True
+    return not _same(session, stored, value)
 
 
 def _same(session: ServerSession, stored: bytes, value: object) -> bool:

@@ -24,6 +24,8 @@ if t.TYPE_CHECKING:
     from .record import Entry
 
 _MISSING = object()
+#: Containers whose equal values always have equal lengths (exact types).
+_SIZED_TYPES = frozenset({list, dict, set, frozenset, tuple, bytearray})
 
 
 class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
@@ -45,6 +47,8 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._values: dict[str, t.Any] = {}
         #: Uncompressed encodings of the compressed values decoded so far.
         self._plain: dict[str, bytes] = {}
+        #: Length of each decoded list, dict, set or tuple when it was loaded.
+        self._loaded_len: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._cleared = False
@@ -109,6 +113,8 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
             self._discard_stored()
             return _MISSING
         self._values[key] = value
+        if type(value) in _SIZED_TYPES:
+            self._loaded_len[key] = len(t.cast("t.Sized", value))
         if plain is not stored:  # compressed: keep what the save compares
             self._plain[key] = plain
         return value
@@ -119,6 +125,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._renew_id()
         self._values = {k: self._values[k] for k in self._dirty}
         self._deleted.clear()
+        self._loaded_len.clear()
 
     # -- mapping protocol --------------------------------------------------
 

@@ -562,6 +562,56 @@ def test_reading_mutable_value_unchanged_writes_nothing(app, store):
     assert store.reset() == {"load": 1}
 
 
+@pytest.mark.parametrize(
+    ("change", "decodes_old", "saved"),
+    [
+        ("append", False, True),  # length changed: no need to decode the old value
+        ("replace-item", True, True),  # same length: the old value is compared
+        ("equal-item", True, False),  # other bytes, equal value: compared, not saved
+    ],
+)
+def test_in_place_changes_decode_the_old_value_only_when_needed(
+    app, store, monkeypatch, change, decodes_old, saved
+):
+    @app.route("/start")
+    def start():
+        flask.session["cart"] = [0.0, "pear"]
+        return "ok"
+
+    @app.route("/change")
+    def change_view():
+        cart = flask.session["cart"]
+        if change == "append":
+            cart.append("plum")
+        elif change == "replace-item":
+            cart[0] = "plum"
+        else:
+            cart[0] = -0.0  # == 0.0, but pickles differently
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/start")
+    codec = app.session_interface.settings_for(app).codec
+    decoded = []
+    real_decode = type(codec).decode
+    monkeypatch.setattr(
+        type(codec),
+        "decode",
+        lambda self, data: decoded.append(data) or real_decode(self, data),
+    )
+    store.reset()
+    c.get("/change")
+    assert bool(decoded) == decodes_old
+    assert ("patch" in store.reset()) == saved
+    expected = {
+        "append": "[0.0, 'pear', 'plum']",
+        "replace-item": "['plum', 'pear']",
+        "equal-item": "[0.0, 'pear']",
+    }
+    assert c.get("/get/cart").data.decode() == expected[change]
+
+
 # -- Flask's cookie settings --------------------------------------------------------
 
 
