@@ -80,6 +80,6 @@ def verified_record(
 
 
 def forget() -> None:
-    """Drop everything remembered (for tests and after changing keys by hand)."""
+    """Drop everything remembered (tests start from nothing)."""
     _cookie.cache_clear()
     _record.cache_clear()
