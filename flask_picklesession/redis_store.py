@@ -261,13 +261,20 @@ class RedisStore(Store):
             return self._run(MERGE_SCRIPT, self._merge, key, args)
 
     def _run(self, source: str, script: t.Any, key: str, args: list[t.Any]) -> int:
+        client = self.client
         if source not in self._scripts_sent:
             # EVAL caches the script on the server as it runs, so even the
             # first call is one round trip; EVALSHA from then on.
-            result = self.client.eval(source, 1, key, *args)
+            result = client.eval(source, 1, key, *args)
             self._scripts_sent.add(source)
             return int(result)
-        return int(script(keys=[key], args=args))
+        # EVALSHA directly: redis-py's Script object adds a tenth to the
+        # client-side cost of the call. A server that lost its script cache
+        # (restart, SCRIPT FLUSH, failover) is sent the source again.
+        try:
+            return int(client.evalsha(script.sha, 1, key, *args))
+        except self._redis.exceptions.NoScriptError:
+            return int(client.eval(source, 1, key, *args))
 
     def touch(self, key: str, ttl: int) -> bool:
         with self._errors("refresh a session"):

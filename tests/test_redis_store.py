@@ -120,6 +120,23 @@ def test_round_trips_per_request_type(bump_app, redis_client):
     assert counter.counts == {"del": 1}
 
 
+def test_a_server_that_lost_its_scripts_still_saves(bump_app, redis_client):
+    """After a restart, SCRIPT FLUSH or failover, EVALSHA answers NOSCRIPT:
+    the save sends the script's source once more and nothing is lost."""
+    c = bump_app.test_client()
+    for _ in range(3):  # create, then appends through EVAL and EVALSHA
+        c.get("/bump")
+    redis_client.script_flush()
+    with command_counter(redis_client) as counter:
+        c.get("/bump")
+    assert counter.counts.get("evalsha") == 1 and counter.counts.get("eval") == 1
+    assert c.get("/get/n").data == b"4"
+    with command_counter(redis_client) as counter:
+        c.get("/bump")
+    assert "eval" not in counter.counts  # cached again
+    assert c.get("/get/n").data == b"5"
+
+
 def test_new_session_is_one_set(tmp_path, redis_client):
     app = redis_app(tmp_path, redis_client)
     c = app.test_client()
