@@ -330,23 +330,12 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     return limit if grown <= limit else 0
 
 
-#: The entries last measured and their sizes: loaded entries are never
-#: changed in place, and a session written again and again comes back as
-#: the same remembered entries (see :mod:`.verified`).
-_last_sizes: tuple[object, dict[bytes, int]] = (None, {})
-
-
 def _piece_sizes(entries: Mapping[str, Entry]) -> dict[bytes, int]:
     """Bytes each loaded entry takes in the record, by UTF-8 key."""
-    global _last_sizes
-    last = _last_sizes
-    if last[0] is entries:
-        return last[1]
     sizes = {}
     for key, entry in entries.items():
         kb = key.encode()
         sizes[kb] = piece_size(kb, MAC_SIZE + len(entry.value))
-    _last_sizes = (entries, sizes)
     return sizes
 
 
@@ -357,7 +346,7 @@ def _check_size(session: ServerSession, ops: list[Op]) -> int:
     knows it.
     """
     b = session._binding
-    sizes = dict(_piece_sizes(session._entries or {}))
+    sizes = _piece_sizes(session._entries or {})
     for op, kb, payload in ops:
         if op == OP_SET:
             sizes[kb] = piece_size(kb, len(payload))

@@ -170,8 +170,8 @@ def test_open_record_is_parse_then_open(spec, deleted):
     )
 )
 def test_measured_entry_sizes_add_up_to_the_record(values):
-    """What a save measures of the loaded entries (asked twice: the second
-    answer is remembered) is what the compact record really takes."""
+    """What a save measures of the loaded entries is what the compact record
+    really takes."""
     from flask_picklesession.saving import _piece_sizes
 
     ring = KeyRing("k")
