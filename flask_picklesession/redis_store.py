@@ -9,6 +9,7 @@ single key, so the script is safe on a cluster.
 
 from __future__ import annotations
 
+import inspect
 import typing as t
 
 from .errors import ConfigurationError, StoreUnavailable
@@ -149,6 +150,15 @@ def _check_client(client: object, name: str) -> None:
             f"{name} must be a redis-py client (redis.Redis, RedisCluster or a"
             f" Sentinel master_for() client); {type(client).__qualname__} lacks"
             f" {', '.join(missing)}"
+        )
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        # Its commands return coroutines, which are never run: every write
+        # would look done and store nothing.
+        raise ConfigurationError(
+            f"{name} is an asyncio client ({type(client).__module__}."
+            f"{type(client).__qualname__}); Flask calls the session interface"
+            " synchronously, so give it a redis.Redis, RedisCluster or Sentinel"
+            " client from the synchronous API"
         )
     get_kwargs = getattr(client, "get_connection_kwargs", None)
     kwargs = get_kwargs() if callable(get_kwargs) else {}

@@ -75,6 +75,20 @@ def test_wrong_client_object_is_a_clear_error(tmp_path, bad):
         PickleSession(app)
 
 
+def test_asyncio_client_is_refused_with_reason(tmp_path, redis_url):
+    # Its commands return coroutines nobody awaits: writes would look done.
+    import redis.asyncio
+
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        SECRET_KEY="k",
+        PICKLESESSION_STORE="redis",
+        PICKLESESSION_REDIS=redis.asyncio.Redis.from_url(redis_url),
+    )
+    with pytest.raises(ConfigurationError, match="PICKLESESSION_REDIS.*asyncio"):
+        PickleSession(app)
+
+
 def test_decode_responses_client_is_refused_with_reason(redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     with pytest.raises(ConfigurationError, match="decode_responses"):
