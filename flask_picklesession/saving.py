@@ -94,8 +94,8 @@ def _key_bytes(key: object) -> bytes:
 def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
     """Return ``(encoded values to store, keys to delete)``.
 
-    Values read from the store are re-encoded and compared, so changes made
-    inside them (``session["cart"].append(x)``) are saved too; values of
+    Values read from the store are checked for changes made inside them
+    (``session["cart"].append(x)``), so those are saved too; values of
     immutable types are skipped, keeping the cost to what the request used.
     """
     codec = session._binding.codec
@@ -105,40 +105,67 @@ def _changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
         if key in session._dirty or key not in entries:
             _key_bytes(key)  # keys read from the store are valid already
             sets[key] = codec.encode(key, value)
-        elif session._forced or type(value) not in IMMUTABLE_TYPES:
-            encoded = codec.encode_plain(key, value)
-            stored = session._plain.get(key)
-            if stored is None:
-                stored = entries[key].value  # never compressed, or see _same
-            if session._forced or _changed(session, key, value, encoded, stored):
+        elif session._forced:
+            sets[key] = codec.encode(key, value)
+        elif type(value) not in IMMUTABLE_TYPES:
+            encoded = _changed_in_place(session, key, value)
+            if encoded is not None:
                 sets[key] = pack(encoded)
     return sets, set(session._deleted)
 
 
-def _changed(
-    session: ServerSession, key: str, value: t.Any, encoded: bytes, stored: bytes
-) -> bool:
-    """Did a value read from the store change in place?
+def _changed_in_place(session: ServerSession, key: str, value: t.Any) -> bytes | None:
+    """The new encoding of a value read from the store, or None if unchanged.
 
-    Same bytes: no. A list, dict, set or tuple whose length changed: yes,
+    The codec's fingerprint, where it has one, settles "unchanged" without
+    encoding. Otherwise the value is re-encoded: the same bytes mean no
+    change. A list, dict, set or tuple whose length changed has changed,
     without decoding the old value (equal ones have equal lengths), so an
-    append to a list in the session costs no second decode. Otherwise the
-    old value is decoded and compared.
+    append costs no second decode. Otherwise the old value is decoded and
+    compared.
     """
+    codec = session._binding.codec
+    fingerprint = session._fingerprints.get(key)
+    if fingerprint is not None and codec.fingerprint(value) == fingerprint:
+        return None
+    encoded = codec.encode_plain(key, value)
+    stored = session._plain.get(key)
+    if stored is None:
+        stored = t.cast("Mapping[str, Entry]", session._entries)[key].value
     if encoded == stored:
-        return False
+        return None
     loaded = session._loaded_len.get(key)
     if loaded is not None and len(value) != loaded:
-        return True
-    return not _same(session, stored, value)
+        return encoded
+    return None if _same(session, stored, value) else encoded
 
 
 def _same(session: ServerSession, stored: bytes, value: object) -> bool:
-    """Compare by value when bytes differ (e.g. a set re-pickled in another order)."""
+    """Compare with the stored value when the bytes differ (a set re-pickled
+    in another order): equal, and of the same types all the way down."""
     try:
-        return bool(session._binding.codec.decode(stored) == value)
+        old = session._binding.codec.decode(stored)
+        return bool(old == value) and _same_types(old, value)
     except Exception:
         return False
+
+
+def _same_types(a: t.Any, b: t.Any) -> bool:
+    """Whether two equal values also agree in type at every level.
+
+    ``==`` calls ``1``, ``1.0`` and ``True`` equal, and a str equal to its
+    Markup, but each is stored, and read back, as what it is.
+    """
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if issubclass(kind, dict):
+        return list(a) == list(b) and _same_types(list(a.items()), list(b.items()))
+    if issubclass(kind, (list, tuple)):
+        return all(map(_same_types, a, b))
+    if issubclass(kind, (set, frozenset)):
+        return {(type(x), x) for x in a} == {(type(x), x) for x in b}
+    return True
 
 
 # -- cookie ------------------------------------------------------------------

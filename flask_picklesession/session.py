@@ -14,7 +14,7 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from flask.sessions import SessionMixin
 
 from .binding import warn_corrupt
-from .codec import CorruptEntry, unpack
+from .codec import IMMUTABLE_TYPES, CorruptEntry, unpack
 from .ids import new_sid
 
 if t.TYPE_CHECKING:
@@ -49,6 +49,8 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._plain: dict[str, bytes] = {}
         #: Length of each decoded list, dict, set or tuple when it was loaded.
         self._loaded_len: dict[str, int] = {}
+        #: The codec's fingerprint of decoded mutable values, where it has one.
+        self._fingerprints: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._cleared = False
@@ -113,8 +115,13 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
             self._discard_stored()
             return _MISSING
         self._values[key] = value
-        if type(value) in _SIZED_TYPES:
-            self._loaded_len[key] = len(t.cast("t.Sized", value))
+        kind = type(value)
+        if kind not in IMMUTABLE_TYPES:
+            if kind in _SIZED_TYPES:
+                self._loaded_len[key] = len(t.cast("t.Sized", value))
+            fingerprint = codec.fingerprint(value)
+            if fingerprint is not None:
+                self._fingerprints[key] = fingerprint
         if plain is not stored:  # compressed: keep what the save compares
             self._plain[key] = plain
         return value
@@ -126,6 +133,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._values = {k: self._values[k] for k in self._dirty}
         self._deleted.clear()
         self._loaded_len.clear()
+        self._fingerprints.clear()
 
     # -- mapping protocol --------------------------------------------------
 

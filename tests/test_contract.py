@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import datetime
+import pickle
 import re
 import time
 
 import flask
 import pytest
+from markupsafe import Markup
 
 from flask_picklesession import PickleSession, SessionTooLarge, StoreUnavailable
 from tests.helpers import (
@@ -568,11 +570,16 @@ def test_reading_mutable_value_unchanged_writes_nothing(app, store):
         ("append", False, True),  # length changed: no need to decode the old value
         ("replace-item", True, True),  # same length: the old value is compared
         ("equal-item", True, False),  # other bytes, equal value: compared, not saved
+        ("bool-item", True, True),  # False == 0.0, but it is another value
+        ("markup-item", True, True),  # Markup("pear") == "pear", likewise
     ],
 )
+@pytest.mark.parametrize("serializer", ["pickle", "json"])
 def test_in_place_changes_decode_the_old_value_only_when_needed(
-    app, store, monkeypatch, change, decodes_old, saved
+    make_app, store, monkeypatch, change, decodes_old, saved, serializer
 ):
+    app = make_app(PICKLESESSION_SERIALIZER=serializer)
+
     @app.route("/start")
     def start():
         flask.session["cart"] = [0.0, "pear"]
@@ -585,8 +592,12 @@ def test_in_place_changes_decode_the_old_value_only_when_needed(
             cart.append("plum")
         elif change == "replace-item":
             cart[0] = "plum"
+        elif change == "bool-item":
+            cart[0] = False
+        elif change == "markup-item":
+            cart[1] = Markup("pear")
         else:
-            cart[0] = -0.0  # == 0.0, but pickles differently
+            cart[0] = -0.0  # == 0.0, but encodes differently
         return "ok"
 
     add_routes(app)
@@ -608,8 +619,76 @@ def test_in_place_changes_decode_the_old_value_only_when_needed(
         "append": "[0.0, 'pear', 'plum']",
         "replace-item": "['plum', 'pear']",
         "equal-item": "[0.0, 'pear']",
+        "bool-item": "[False, 'pear']",
+        "markup-item": "[0.0, Markup('pear')]",
     }
     assert c.get("/get/cart").data.decode() == expected[change]
+
+
+def _set_pickling_in_another_order() -> set[str]:
+    """A set whose pickle differs from that of its own unpickled copy.
+
+    A set emptied down from many items keeps a large table, so it iterates
+    in another order than the small one unpickling builds (as a set stored
+    by another process, with another hash seed, would).
+    """
+    for size in range(3, 40):
+        grown = {f"tag-{i}" for i in range(200)}
+        for i in range(size, 200):
+            grown.discard(f"tag-{i}")
+        again = pickle.loads(pickle.dumps(grown))
+        if pickle.dumps(again) != pickle.dumps(grown):
+            return grown
+    raise AssertionError("no set found that pickles in another order")
+
+
+def test_equal_value_encoded_in_another_order_is_not_rewritten(app, store):
+    tags = _set_pickling_in_another_order()
+
+    @app.route("/start")
+    def start():
+        flask.session["tags"] = tags
+        return "ok"
+
+    @app.route("/look")
+    def look():
+        return str(len(flask.session["tags"]))
+
+    c = app.test_client()
+    c.get("/start")
+    store.reset()
+    assert c.get("/look").data == str(len(tags)).encode()
+    assert writes(store.reset()) == {}
+
+
+def test_json_mode_tells_unchanged_values_without_encoding_them(
+    make_app, store, monkeypatch
+):
+    app = add_routes(make_app(PICKLESESSION_SERIALIZER="json"))
+
+    @app.route("/start")
+    def start():
+        flask.session["cart"] = [{"sku": "A-1", "qty": 1}, ("pear", b"\x00")]
+        return "ok"
+
+    @app.route("/look")
+    def look():
+        return str(len(flask.session["cart"]))
+
+    c = app.test_client()
+    c.get("/start")
+    codec = app.session_interface.settings_for(app).codec
+    encoded = []
+    real = type(codec).encode_plain
+    monkeypatch.setattr(
+        type(codec),
+        "encode_plain",
+        lambda self, key, value: encoded.append(key) or real(self, key, value),
+    )
+    store.reset()
+    assert c.get("/look").data == b"2"
+    assert encoded == []
+    assert writes(store.reset()) == {}
 
 
 # -- Flask's cookie settings --------------------------------------------------------
