@@ -85,7 +85,7 @@ def test_asyncio_client_is_refused_with_reason(tmp_path, redis_url):
         PICKLESESSION_STORE="redis",
         PICKLESESSION_REDIS=redis.asyncio.Redis.from_url(redis_url),
     )
-    with pytest.raises(ConfigurationError, match="PICKLESESSION_REDIS.*asyncio"):
+    with pytest.raises(ConfigurationError, match=r"PICKLESESSION_REDIS.*asyncio"):
         PickleSession(app)
 
 
