@@ -24,10 +24,11 @@ import zlib
 from flask.json.tag import TaggedJSONSerializer
 
 from .errors import SerializationError
-from .record import CorruptRecord
+from .keys import MAC_SIZE
+from .record import CorruptRecord, encode_varint, piece_size, read_varint
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from .record import Entry
 
@@ -37,8 +38,11 @@ _DATETIME = b"t"
 _PICKLE, _JSON = b"p", b"j"
 _PICKLE_TAG, _JSON_TAG = _PICKLE[0], _JSON[0]
 #: Compressed forms: ``P`` wraps a pickle, ``Z`` anything else, so that strict
-#: JSON mode can refuse a pickle without decompressing it.
+#: JSON mode can refuse a pickle without decompressing it. The tag is
+#: followed by the length before compression (a varint), then a zlib stream.
 _ZPICKLE, _ZOTHER = b"P", b"Z"
+#: First bytes of a compressed value.
+COMPRESSED_TAGS = (_ZPICKLE, _ZOTHER)
 #: Encoded values at least this long are compressed if that saves an eighth.
 COMPRESS_FROM = 128
 #: Largest value a compressed entry may expand to (bounds a hostile one).
@@ -119,10 +123,34 @@ def pack(plain: bytes) -> bytes:
     """The stored form of an encoded value: compressed when that pays."""
     if len(plain) < COMPRESS_FROM:
         return plain
+    head = (_ZPICKLE if plain[:1] == _PICKLE else _ZOTHER) + encode_varint(len(plain))
     packed = _deflate(plain)
-    if len(packed) + 1 > len(plain) - len(plain) // 8:
+    if len(head) + len(packed) > len(plain) - len(plain) // 8:
         return plain
-    return (_ZPICKLE if plain[:1] == _PICKLE else _ZOTHER) + packed
+    return head + packed
+
+
+def serialized_size(entries: Mapping[bytes, bytes]) -> int:
+    """Size of a record of ``{key: mac+value}`` with every value counted as
+    before compression: what ``PICKLESESSION_MAX_SIZE`` limits."""
+    return 1 + sum(
+        piece_size(key, MAC_SIZE + plain_size(body[MAC_SIZE:]))
+        for key, body in entries.items()
+    )
+
+
+def plain_size(data: bytes) -> int:
+    """Length of a stored value before compression, without inflating it.
+
+    What ``PICKLESESSION_MAX_SIZE`` counts: the serialized session, so that a
+    value that compresses well is not let through for that.
+    """
+    if data[:1] not in COMPRESSED_TAGS:
+        return len(data)
+    try:
+        return read_varint(data, 1)[0]
+    except CorruptRecord:
+        return len(data)  # unreadable; decoding it will say so
 
 
 #: Small compressed values inflated recently, by their exact stored bytes:
@@ -152,7 +180,7 @@ def _deflate(plain: bytes) -> bytes:
 def unpack(data: bytes) -> bytes:
     """The encoded value inside a stored one (the same bytes if not compressed)."""
     tag = data[:1]
-    if tag not in (_ZPICKLE, _ZOTHER):
+    if tag not in COMPRESSED_TAGS:
         return data
     if len(data) > INFLATED_MEMO_MAX:  # inflates to more still: never kept
         return _inflate(data, tag)
@@ -167,14 +195,20 @@ def unpack(data: bytes) -> bytes:
 
 
 def _inflate(data: bytes, tag: bytes) -> bytes:
+    try:
+        size, start = read_varint(data, 1)
+    except CorruptRecord as exc:
+        raise CorruptEntry(f"compressed value has no length: {exc}") from exc
+    if not 0 < size <= MAX_PLAIN_SIZE:
+        raise CorruptEntry(f"compressed value claims {size} bytes")
     inflater = zlib.decompressobj()
     try:
-        plain = inflater.decompress(data[1:], MAX_PLAIN_SIZE)
+        plain = inflater.decompress(data[start:], size)
     except zlib.error as exc:
         raise CorruptEntry(f"bad compressed value: {exc}") from exc
-    if inflater.unconsumed_tail or not inflater.eof:
-        raise CorruptEntry("compressed value is truncated or expands too far")
-    if (plain[:1] == _PICKLE) != (tag == _ZPICKLE) or plain[:1] in (_ZPICKLE, _ZOTHER):
+    if inflater.unconsumed_tail or not inflater.eof or len(plain) != size:
+        raise CorruptEntry("compressed value is truncated or not the size it claims")
+    if (plain[:1] == _PICKLE) != (tag == _ZPICKLE) or plain[:1] in COMPRESSED_TAGS:
         raise CorruptEntry("compressed value does not match its tag")
     return plain
 

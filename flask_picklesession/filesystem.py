@@ -23,6 +23,7 @@ import tempfile
 import time
 import typing as t
 
+from .codec import serialized_size
 from .errors import StoreUnavailable
 from .record import CorruptRecord, apply_ops, build
 from .store import CORRUPT, GONE, TOO_LARGE, EntryInfo, Store
@@ -272,10 +273,9 @@ class FileSystemStore(Store):
             if not entries:
                 self._unlink(self._path(key))
                 return 0
-            record = build(entries)
-            if len(record) > max_size:
+            if serialized_size(entries) > max_size:
                 return TOO_LARGE
-            self._write(key, record, ttl)
+            self._write(key, build(entries), ttl)
             return len(entries)
 
     def delete(self, key: str) -> bool:

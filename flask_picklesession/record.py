@@ -73,7 +73,8 @@ def encode_varint(number: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a varint at ``pos``; return it and the position after it."""
     number = shift = 0
     while True:
         if pos >= len(data) or shift > 28:
@@ -103,7 +104,7 @@ def _spans(record: bytes) -> dict[bytes, tuple[int, int] | None]:
         if key_len < 0x80:
             pos += 1
         else:
-            key_len, pos = _read_varint(record, pos)
+            key_len, pos = read_varint(record, pos)
         if key_len > end - pos:
             raise CorruptRecord("key runs past the end")
         key, pos = record[pos : pos + key_len], pos + key_len
@@ -111,7 +112,7 @@ def _spans(record: bytes) -> dict[bytes, tuple[int, int] | None]:
         if value_len < 0x80:
             pos += 1
         else:
-            value_len, pos = _read_varint(record, pos)
+            value_len, pos = read_varint(record, pos)
         if value_len + MAC_SIZE > end - pos:
             raise CorruptRecord("value runs past the end")
         spans[key] = (pos, value_len) if value_len else None

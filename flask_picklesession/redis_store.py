@@ -22,7 +22,8 @@ if t.TYPE_CHECKING:
     from .record import Op
 
 #: Merges a patch into the record; follows ``record.apply_ops`` exactly.
-#: ARGV: ttl in ms, size limit, then (op, key, payload) triples.
+#: ARGV: ttl in ms, size limit (compressed values count as before), then
+#: (op, key, payload) triples.
 MERGE_SCRIPT = """
 local cur = redis.pcall('GET', KEYS[1])
 if type(cur) == 'table' and cur.err then return -3 end
@@ -89,8 +90,15 @@ for i, key in ipairs(order) do
   if b and (moved[key] == nil or moved[key] == i) then
     local piece = varint(#key) .. key .. varint(#b - 16) .. b
     parts[#parts + 1] = piece
-    size = size + #piece
     count = count + 1
+    -- the limit counts a compressed value (P or Z) at its size before
+    local tag, plain = string.byte(b, 17), nil
+    if tag == 80 or tag == 90 then plain = read_varint(b, 18) end
+    if plain then
+      size = size + #varint(#key) + #key + #varint(plain) + 16 + plain
+    else
+      size = size + #piece
+    end
   end
 end
 if count == 0 then

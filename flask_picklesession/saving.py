@@ -14,7 +14,7 @@ import logging
 import typing as t
 
 from .binding import warn_corrupt
-from .codec import IMMUTABLE_TYPES, pack
+from .codec import IMMUTABLE_TYPES, pack, plain_size
 from .cookie import make_cookie
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .ids import short_hash
@@ -242,12 +242,11 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
     b = session._binding
     if not set(values) - _META_KEYS:
         return _DELETE if b.cookie is not None else None
+    _check_size(session, values)
     for _ in range(_CREATE_TRIES):
         if b.cookie is not None and session._id() == b.cookie.sid:
             session._renew_id()
         record = build(_sealed(b, session._id(), values))
-        if len(record) > b.max_size:
-            raise SessionTooLarge(len(record), b.max_size)
         if b.store.create(b.key(session._id()), record, b.ttl):
             session._found = True
             return _cookie(session, b.now)
@@ -265,7 +264,11 @@ def _patch(
     ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
     ops += _rekey_ops(session, set(sets) | deletes)
-    live = _check_size(session, ops) if session._entries is not None else None
+    if session._entries is not None:
+        live: int | None = _check_size(session, _after_patch(session, sets, deletes))
+    else:  # blind write: what it sets alone must fit
+        _check_size(session, sets)
+        live = None
     limit = _append_limit(session, ops, live)
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
@@ -357,32 +360,38 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     return limit if grown <= limit else 0
 
 
-def _piece_sizes(entries: Mapping[str, Entry]) -> dict[bytes, int]:
-    """Bytes each loaded entry takes in the record, by UTF-8 key."""
-    sizes = {}
-    for key, entry in entries.items():
-        kb = key.encode()
-        sizes[kb] = piece_size(kb, MAC_SIZE + len(entry.value))
-    return sizes
+def _sizes(values: Mapping[str, bytes]) -> tuple[int, int]:
+    """``(stored, serialized)`` sizes of a record of ``values``.
 
-
-def _check_size(session: ServerSession, ops: list[Op]) -> int:
-    """Refuse, before writing, a save that would exceed the limit on its own.
-
-    Return the size of the record after the save, as far as this request
-    knows it.
+    The serialized size counts values as before compression: it is what
+    ``PICKLESESSION_MAX_SIZE`` limits.
     """
-    b = session._binding
-    sizes = _piece_sizes(session._entries or {})
-    for op, kb, payload in ops:
-        if op == OP_SET:
-            sizes[kb] = piece_size(kb, len(payload))
-        elif op == OP_DELETE:
-            sizes.pop(kb, None)
-    size = 1 + sum(sizes.values())
-    if size > b.max_size:
-        raise SessionTooLarge(size, b.max_size)
-    return size
+    stored = serialized = 1
+    for key, value in values.items():
+        kb = _key_bytes(key)
+        stored += piece_size(kb, MAC_SIZE + len(value))
+        serialized += piece_size(kb, MAC_SIZE + plain_size(value))
+    return stored, serialized
+
+
+def _check_size(session: ServerSession, values: Mapping[str, bytes]) -> int:
+    """Refuse, before writing, a session over the limit; return its stored size."""
+    limit = session._binding.max_size
+    stored, serialized = _sizes(values)
+    if serialized > limit:
+        raise SessionTooLarge(serialized, limit)
+    return stored
+
+
+def _after_patch(
+    session: ServerSession, sets: dict[str, bytes], deletes: set[str]
+) -> dict[str, bytes]:
+    """The loaded session's values as this save leaves them."""
+    values = {key: entry.value for key, entry in (session._entries or {}).items()}
+    values.update(sets)
+    for key in deletes:
+        values.pop(key, None)
+    return values
 
 
 def _save_cleared(session: ServerSession) -> CookieUpdate | None:
@@ -392,12 +401,7 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
     # be stored must fail the save before the stored session is deleted.
     values = {k: b.codec.encode(k, session._values[k]) for k in session._dirty}
     if set(values) - _META_KEYS:
-        # Sized from lengths alone; _create seals (MACs) the entries once.
-        size = 1 + sum(
-            piece_size(_key_bytes(k), MAC_SIZE + len(v)) for k, v in values.items()
-        )
-        if size > b.max_size:
-            raise SessionTooLarge(size, b.max_size)
+        _check_size(session, values)  # _create checks again, after the delete
     for sid in {b.cookie.sid if b.cookie else None, session._replaced_sid} - {None}:
         b.store.delete(b.key(t.cast(str, sid)))
     session._found = False

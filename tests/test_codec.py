@@ -20,10 +20,11 @@ from flask_picklesession.codec import (
     JSONCodec,
     PickleCodec,
     make_codec,
+    plain_size,
     unpack,
 )
 from flask_picklesession.errors import SerializationError
-from flask_picklesession.record import CorruptRecord, Entry
+from flask_picklesession.record import CorruptRecord, Entry, encode_varint, read_varint
 
 NATIVES = [
     "",
@@ -206,11 +207,30 @@ def test_compression_window_fits_the_value(size):
     value = "".join(f"{i % 97:02d}," for i in range(size // 3))
     plain = codec.encode_plain("k", value)
     stored = codec.encode("k", value)
-    window = 1 << ((stored[1] >> 4) + 8)  # CINFO, the first header byte
+    size, start = read_varint(stored, 1)
+    assert size == len(plain)
+    window = 1 << ((stored[start] >> 4) + 8)  # CINFO, the first header byte
     assert window == min(max(1 << len(plain).bit_length(), 512), 32768)
     assert window >= min(len(plain), 32768)
     assert unpack(stored) == plain
-    assert unpack(stored[:1] + zlib.compress(plain, 1)) == plain
+    assert unpack(_compressed(stored[:1], plain)) == plain
+
+
+def _compressed(tag, plain, claimed=None):
+    """A compressed value as stored, with zlib's defaults; ``claimed`` lies
+    about the length before compression."""
+    size = len(plain) if claimed is None else claimed
+    return tag + encode_varint(size) + zlib.compress(plain, 1)
+
+
+def test_the_size_before_compression_is_known_without_inflating(monkeypatch):
+    codec = PickleCodec()
+    value = "ring twice at the side door; " * 100
+    stored = codec.encode("k", value)
+    monkeypatch.setattr(zlib, "decompressobj", None)  # inflating would fail
+    assert len(stored) < 200
+    assert plain_size(stored) == len(codec.encode_plain("k", value))
+    assert plain_size(b"s-plain") == 7
 
 
 def test_short_or_incompressible_values_stay_plain():
@@ -234,11 +254,16 @@ def test_json_mode_refuses_a_compressed_pickle_without_opening_it():
 @pytest.mark.parametrize(
     "stored",
     [
-        b"P" + b"not zlib",
-        b"P" + zlib.compress(b"s" + b"x" * 200),  # the tag says pickle, it is not
-        b"Z" + zlib.compress(b"p" + pickle.dumps(1)),  # hides a pickle
-        b"Z" + zlib.compress(b"s" + b"x" * 200)[:-5],  # truncated
-        b"Z" + zlib.compress(b"Z" + zlib.compress(b"s1")),  # nested
+        b"P" + encode_varint(8) + b"not zlib",
+        _compressed(b"P", b"s" + b"x" * 200),  # the tag says pickle, it is not
+        _compressed(b"Z", b"p" + pickle.dumps(1)),  # hides a pickle
+        _compressed(b"Z", b"s" + b"x" * 200)[:-5],  # truncated
+        _compressed(b"Z", b"Z" + zlib.compress(b"s1")),  # nested
+        b"Z",  # no length
+        b"Z\x80",  # a length cut short
+        _compressed(b"Z", b"s" + b"x" * 200, claimed=0),
+        _compressed(b"Z", b"s" + b"x" * 200, claimed=150),  # expands further
+        _compressed(b"Z", b"s" + b"x" * 200, claimed=250),  # expands less
     ],
 )
 def test_bad_compressed_values_are_corrupt(stored):
@@ -248,9 +273,12 @@ def test_bad_compressed_values_are_corrupt(stored):
 
 def test_a_compressed_bomb_is_refused_before_expanding(monkeypatch):
     monkeypatch.setattr(codec_module, "MAX_PLAIN_SIZE", 1000)
-    bomb = b"Z" + zlib.compress(b"s" + b"\0" * 10**6)
-    with pytest.raises(CorruptEntry, match="expands too far"):
-        PickleCodec().decode(bomb)
+    honest = _compressed(b"Z", b"s" + b"\0" * 10**6)
+    with pytest.raises(CorruptEntry, match="claims 1000001 bytes"):
+        PickleCodec().decode(honest)
+    lying = _compressed(b"Z", b"s" + b"\0" * 10**6, claimed=1000)
+    with pytest.raises(CorruptEntry, match="not the size it claims"):
+        PickleCodec().decode(lying)
 
 
 @pytest.fixture

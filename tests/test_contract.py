@@ -466,6 +466,44 @@ def test_too_large_new_session_writes_nothing(make_app, store):
     assert store.reset() == {}
 
 
+def test_the_limit_counts_serialized_bytes_not_compressed_ones(make_app, raw_store):
+    """PICKLESESSION_MAX_SIZE is the serialized size: a value that compresses
+    to a few bytes is still as large as it is, whichever way it is saved."""
+    app = add_routes(make_app(PICKLESESSION_MAX_SIZE=1024))
+    app.testing = True
+
+    @app.route("/grow")
+    def grow():
+        flask.session["a"] += "x" * 1000
+        return "ok"
+
+    @app.route("/read-then-set/<key>/<value>")
+    def read_then_set(key, value):
+        flask.session.get(key)
+        flask.session[key] = value
+        return "ok"
+
+    fresh = app.test_client()
+    with pytest.raises(SessionTooLarge) as info:
+        fresh.get("/set/a/" + "x" * 2000)  # a new session
+    assert info.value.size > 2000
+    c = app.test_client()
+    c.get("/set/a/" + "x" * 600)  # stored compressed, in far fewer bytes
+    record = raw_store.load("session:" + sid_of(c))
+    assert len(record) < 200
+    for path in (
+        "/grow",  # a value changed in place
+        "/set/b/" + "y" * 2000,  # a write that never loaded the session
+        "/set/b/" + "y" * 500,  # 600 + 500, measured by the store's merge
+        "/read-then-set/b/" + "y" * 500,  # 600 + 500: "a" counts though not read
+    ):
+        with pytest.raises(SessionTooLarge):
+            c.get(path)
+        assert raw_store.load("session:" + sid_of(c)) == record
+    c.get("/read-then-set/b/" + "y" * 300)
+    assert c.get("/get/b").data == b"'" + b"y" * 300 + b"'"
+
+
 # -- 13: unreachable store --------------------------------------------------------
 
 
