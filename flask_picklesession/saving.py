@@ -61,7 +61,11 @@ def save(session: ServerSession) -> CookieUpdate | None:
     """Write what the request changed; return the cookie change, if any."""
     if session._suppressed:
         return None
-    if not session.accessed and not session._binding.cookie_may_change():
+    if (
+        not session.accessed
+        and not session._forced
+        and not session._binding.cookie_may_change()
+    ):
         return None  # untouched: not even the cookie's signature is checked
     if session._cleared:
         return _save_cleared(session)
@@ -213,6 +217,13 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     if cookie is None or (session._entries is not None and not session._exists):
         return None
     stamp = cookie.stamp
+    if session._forced:
+        # modified = True with nothing to write: Flask re-sends the cookie
+        # with a new expiry, so the stored expiry moves with it.
+        refreshed = session._entries is not None and b.refresh_due
+        if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):
+            return None
+        return _cookie(session, b.now)
     if b.refresh and _is_permanent(session):
         if b.refresh_due:
             refreshed = session._entries is not None  # GETEX did it at load

@@ -584,6 +584,34 @@ def test_modified_true_saves_in_place_change(app):
     assert c.get("/get/cart").data == b"['x']"
 
 
+@pytest.mark.parametrize("permanent", [True, False])
+def test_modified_true_alone_refreshes_cookie_and_stored_expiry(
+    make_app, store, permanent
+):
+    """As in Flask, ``modified = True`` re-sends the cookie, with a new expiry
+    for a permanent session (how apps extend one without refreshing on every
+    request); the stored entry's expiry is pushed back with it."""
+    app = add_routes(make_app(SESSION_REFRESH_EACH_REQUEST=False))
+
+    @app.route("/extend")
+    def extend():
+        flask.session.modified = True
+        return "ok"
+
+    c = app.test_client()
+    c.get("/permanent/a/1" if permanent else "/set/a/1")
+    before = cookie_value(c)
+    time.sleep(0.01)  # the new stamp must differ from the first one
+    store.reset()
+    response = c.get("/extend")
+    assert store.reset() == {"touch": 1}
+    (cookie,) = set_cookie_headers(response)
+    assert ("Expires=" in cookie) == permanent
+    assert cookie_value(c) != before  # re-signed with the time of this refresh
+    assert c.get("/get/a").data == b"'1'"
+    assert c.get("/untouched").headers.get("Set-Cookie") is None
+
+
 def test_reading_mutable_value_unchanged_writes_nothing(app, store):
     @app.route("/start-cart")
     def start_cart():
