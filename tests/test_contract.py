@@ -630,6 +630,20 @@ def test_reading_mutable_value_unchanged_writes_nothing(app, store):
     assert store.reset() == {"load": 1}
 
 
+def _spy_on_codec(app, monkeypatch, method):
+    """The arguments of every call of the app codec's ``method`` from now on."""
+    codec_class = type(app.session_interface.settings_for(app).codec)
+    real = getattr(codec_class, method)
+    calls = []
+
+    def spy(self, *args):
+        calls.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(codec_class, method, spy)
+    return calls
+
+
 @pytest.mark.parametrize(
     ("change", "decodes_old", "saved"),
     [
@@ -669,14 +683,7 @@ def test_in_place_changes_decode_the_old_value_only_when_needed(
     add_routes(app)
     c = app.test_client()
     c.get("/start")
-    codec = app.session_interface.settings_for(app).codec
-    decoded = []
-    real_decode = type(codec).decode
-    monkeypatch.setattr(
-        type(codec),
-        "decode",
-        lambda self, data: decoded.append(data) or real_decode(self, data),
-    )
+    decoded = _spy_on_codec(app, monkeypatch, "decode")
     store.reset()
     c.get("/change")
     assert bool(decoded) == decodes_old
@@ -708,20 +715,26 @@ def _set_pickling_in_another_order() -> set[str]:
     raise AssertionError("no set found that pickles in another order")
 
 
-def test_equal_value_encoded_in_another_order_is_not_rewritten(app, store):
-    tags = _set_pickling_in_another_order()
+def _client_holding(app, value):
+    """A client whose stored session holds ``value``; ``/look`` reads it."""
 
     @app.route("/start")
     def start():
-        flask.session["tags"] = tags
+        flask.session["value"] = value
         return "ok"
 
     @app.route("/look")
     def look():
-        return str(len(flask.session["tags"]))
+        return str(len(flask.session["value"]))
 
     c = app.test_client()
     c.get("/start")
+    return c
+
+
+def test_equal_value_encoded_in_another_order_is_not_rewritten(app, store):
+    tags = _set_pickling_in_another_order()
+    c = _client_holding(app, tags)
     store.reset()
     assert c.get("/look").data == str(len(tags)).encode()
     assert writes(store.reset()) == {}
@@ -730,27 +743,9 @@ def test_equal_value_encoded_in_another_order_is_not_rewritten(app, store):
 def test_json_mode_tells_unchanged_values_without_encoding_them(
     make_app, store, monkeypatch
 ):
-    app = add_routes(make_app(PICKLESESSION_SERIALIZER="json"))
-
-    @app.route("/start")
-    def start():
-        flask.session["cart"] = [{"sku": "A-1", "qty": 1}, ("pear", b"\x00")]
-        return "ok"
-
-    @app.route("/look")
-    def look():
-        return str(len(flask.session["cart"]))
-
-    c = app.test_client()
-    c.get("/start")
-    codec = app.session_interface.settings_for(app).codec
-    encoded = []
-    real = type(codec).encode_plain
-    monkeypatch.setattr(
-        type(codec),
-        "encode_plain",
-        lambda self, key, value: encoded.append(key) or real(self, key, value),
-    )
+    app = make_app(PICKLESESSION_SERIALIZER="json")
+    c = _client_holding(app, [{"sku": "A-1", "qty": 1}, ("pear", b"\x00")])
+    encoded = _spy_on_codec(app, monkeypatch, "encode_plain")
     store.reset()
     assert c.get("/look").data == b"2"
     assert encoded == []
