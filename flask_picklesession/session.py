@@ -175,7 +175,12 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         if key in self._values:
             return True
         entries = self._load()
-        return key in entries and key not in self._deleted
+        if key not in entries or key in self._deleted:
+            return False
+        # Decoded now: ``key in session`` is nearly always followed by
+        # ``session[key]``, which must not then fail (an entry that cannot
+        # be decoded empties the stored session).
+        return self._decode(t.cast(str, key)) is not _MISSING
 
     def __iter__(self) -> Iterator[str]:
         self.accessed = True

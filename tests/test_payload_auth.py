@@ -376,3 +376,32 @@ def test_allowlist_admits_listed_globals_only(make_app, caplog):
         assert sc.get("/get/game").data == b"None"
     assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
     assert sc.get("/dump").data == b"[]"  # the whole session is distrusted
+
+
+def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
+    """``key in session`` answers for the decoded value: an entry that cannot
+    be decoded (a global outside the allowlist, a class gone after a deploy)
+    empties the session there, not in the ``session[key]`` that follows, as
+    in Flask's own ``get_flashed_messages``."""
+    writer = make_app()
+
+    @writer.route("/save")
+    def save():
+        flask.session["game"] = GameState(1)
+        return "ok"
+
+    c = writer.test_client()
+    c.get("/save")
+    from tests.helpers import cookie_value
+
+    strict = make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"])
+
+    @strict.route("/check-then-read")
+    def check_then_read():
+        return repr(flask.session["game"]) if "game" in flask.session else "absent"
+
+    sc = strict.test_client()
+    put_cookie(sc, cookie_value(c))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert sc.get("/check-then-read").data == b"absent"
+    assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
