@@ -17,6 +17,7 @@ import io
 import json
 import pickle
 import struct
+import types
 import typing as t
 import uuid
 import zlib
@@ -354,6 +355,41 @@ class _AllowlistUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+class _NotAllowed(Exception):
+    """A global the allowlist does not list; carries its ``module.Name``."""
+
+
+def _global_name(obj: t.Any) -> str | None:
+    """``module.Name`` of an object pickle stores by reference, else None."""
+    if isinstance(obj, (type, types.FunctionType)):
+        name = obj.__qualname__
+    elif isinstance(obj, types.BuiltinFunctionType) and isinstance(
+        obj.__self__, types.ModuleType
+    ):
+        name = obj.__name__
+    else:
+        return None  # reduced to a callable and arguments, each seen in turn
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{name}" if module else None  # else: checked on loading
+
+
+class _AllowlistPickler(pickle.Pickler):
+    """Refuses, while pickling, a global the unpickler would refuse to load.
+
+    Pickle calls ``reducer_override`` for every object but the plain
+    builtins (str, int, list, dict...), so sessions of plain data pay
+    nothing for the check.
+    """
+
+    allowed: frozenset[str] = frozenset()
+
+    def reducer_override(self, obj: t.Any) -> t.Any:
+        name = _global_name(obj)
+        if name is not None and name not in self.allowed:
+            raise _NotAllowed(name)
+        return NotImplemented
+
+
 class PickleCodec(Codec):
     """Pickle mode: any picklable value, at the highest protocol."""
 
@@ -361,15 +397,33 @@ class PickleCodec(Codec):
 
     def __init__(self, allowlist: Iterable[str] | None = None) -> None:
         self._unpickler: type[_AllowlistUnpickler] | None = None
+        self._pickler: type[_AllowlistPickler] | None = None
         if allowlist is not None:
             names = frozenset(allowlist)
             self._unpickler = type(
                 "_Unpickler", (_AllowlistUnpickler,), {"allowed": names}
             )
+            self._pickler = type("_Pickler", (_AllowlistPickler,), {"allowed": names})
+
+    def _dumps(self, value: object) -> bytes:
+        if self._pickler is None:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        out = io.BytesIO()
+        self._pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        return out.getvalue()
 
     def _encode_other(self, key: str, value: object) -> bytes:
         try:
-            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            data = self._dumps(value)
+        except _NotAllowed as exc:
+            # Stored, it could never be read back: refuse it now, by name.
+            raise SerializationError(
+                f"session[{key!r}] holds a {exc}, which"
+                " PICKLESESSION_PICKLE_ALLOWLIST does not list, so it could not"
+                f" be loaded again; add {str(exc)!r} to the allowlist or store"
+                " something else",
+                key,
+            ) from None
         except Exception as exc:  # pickle raises TypeError, AttributeError, ...
             raise SerializationError(
                 f"session[{key!r}] holds a {_describe(value)}, which cannot be"

@@ -405,3 +405,68 @@ def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
     with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
         assert sc.get("/check-then-read").data == b"absent"
     assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (GameState(1), f"{__name__}.GameState"),
+        ([("message", Markup("<b>hi</b>"))], "markupsafe.Markup"),  # a flash
+        ({"when": datetime.date(2026, 1, 1)}, "datetime.date"),
+        ([len], "builtins.len"),
+    ],
+    ids=["class", "markup", "nested", "function"],
+)
+def test_a_value_the_allowlist_would_refuse_to_load_is_refused_when_saved(
+    make_app, store, value, name
+):
+    """A value whose pickle holds a global outside the allowlist could never
+    be read back: saving it fails at once, naming the key and the global,
+    instead of storing a session that will be thrown away unread."""
+    app = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["builtins.int"]))
+    app.testing = True
+
+    @app.route("/put")
+    def put():
+        flask.session["thing"] = value
+        return "ok"
+
+    c = app.test_client()
+    c.get("/set/plain/data")
+    store.reset()
+    with pytest.raises(SerializationError, match=r"session\['thing'\]") as info:
+        c.get("/put")
+    assert repr(name) in str(info.value) and isinstance(info.value, TypeError)
+    assert "patch" not in store.reset()
+
+    listed = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=[name]))
+
+    @listed.route("/put")
+    def put_listed():
+        flask.session["thing"] = value
+        return "ok"
+
+    @listed.route("/same")
+    def same():
+        return str(flask.session["thing"] == value)
+
+    lc = listed.test_client()
+    lc.get("/put")
+    assert lc.get("/same").data == b"True"
+
+
+def test_plain_data_under_an_allowlist_is_pickled_without_a_check(make_app):
+    """Pickle consults the check only for objects stored by reference."""
+    app = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=[]))
+
+    @app.route("/put")
+    def put():
+        flask.session["cart"] = [{"sku": "A", "qty": 2, "tags": {"x"}}, (1.5, b"z")]
+        return "ok"
+
+    c = app.test_client()
+    c.get("/put")
+    assert (
+        c.get("/get/cart").data
+        == b"[{'sku': 'A', 'qty': 2, 'tags': {'x'}}, (1.5, b'z')]"
+    )
