@@ -109,7 +109,8 @@ class FileSystemStore(Store):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
+            # A link, a folder, a socket or a device: not a session file.
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.ENXIO):
                 raise CorruptRecord("session entry is not a regular file") from exc
             raise StoreUnavailable(f"cannot open session file: {exc}") from exc
         info = os.fstat(fd)

@@ -21,8 +21,10 @@ import builtins
 import datetime
 import errno
 import json
+import logging
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import threading
@@ -642,6 +644,28 @@ def test_fifo_in_place_of_session_file_does_not_hang(tmp_path):
     assert not hung, "a request hung on a FIFO in the session folder"
     assert results == [{}]
     assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def test_socket_in_place_of_session_file_is_a_corrupt_entry(tmp_path, caplog):
+    """Opening a Unix socket fails with ENXIO: not a session file (contract
+    15), so the request gets a new empty session and a warning, not a 500."""
+    fa, c, path, _sid = _session_file(tmp_path)
+    path.unlink()
+    here = os.getcwd()
+    os.chdir(path.parent)  # a socket path must be short: bind it by name
+    try:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path.name)
+    finally:
+        os.chdir(here)
+    try:
+        with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+            assert session_json(fa, c) == {}
+        assert fa.errors == []
+        assert "not a regular file" in caplog.text
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    finally:
+        listener.close()
 
 
 # -- size limits -----------------------------------------------------------------------
