@@ -38,6 +38,7 @@ from .operator import (
     inspect_session,
     rekey_session,
     session_keys,
+    still_there,
     target_for,
 )
 
@@ -266,9 +267,16 @@ def clear(yes: bool) -> None:
             f"this deletes {len(keys)} session(s) under the prefix"
             f" {target.prefix!r} of {target.store!r}; add --yes to confirm"
         )
+    left = 0
     with _progress(keys, "Deleting sessions") as bar:
         for key in bar:
-            target.store.delete(key)
-    click.echo(f"Deleted {len(keys)} session(s).")
+            if not target.store.delete(key) and still_there(target, key):
+                left += 1
+    click.echo(f"Deleted {len(keys) - left} session(s).")
+    if left:
+        click.echo(
+            f"Left {left} entry(ies) that are not regular files in place:"
+            " remove them by hand."
+        )
     if others:
         click.echo(f"Left {others} other key(s) under the prefix alone.")

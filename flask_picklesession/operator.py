@@ -240,7 +240,19 @@ def delete_session(target: Target, sid: str) -> None:
         raise OperatorError(
             f"no session {short_hash(sid)} in the store (unknown or expired id)"
         )
-    target.store.delete(key)
+    if not target.store.delete(key) and still_there(target, key):
+        raise OperatorError(
+            f"session {short_hash(sid)} is not a regular file, and the store"
+            " never removes such an entry itself: remove it by hand"
+        )
+
+
+def still_there(target: Target, key: str) -> bool:
+    """Whether anything is left under ``key`` (a delete may leave a folder)."""
+    try:
+        return target.store.info(key) is not None
+    except CorruptRecord:
+        return True
 
 
 # -- rekey ---------------------------------------------------------------------

@@ -582,3 +582,25 @@ def test_flask_command_finds_the_group(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "sessions:       0" in done.stdout
+
+
+def test_delete_and_clear_say_so_when_an_entry_is_not_a_file(tmp_path: Path) -> None:
+    """The store never removes a folder found where a session file belongs;
+    the commands say so instead of reporting it deleted."""
+    folder = tmp_path / "sessions"
+    app = build_app(
+        {"PICKLESESSION_STORE": "filesystem", "PICKLESESSION_FILE_DIR": str(folder)}
+    )
+    real = new_session(app)
+    odd = new_sid()
+    (folder / (PREFIX + odd)).mkdir()
+    result = run(app, "delete", odd)
+    assert result.exit_code == 1
+    assert "not a regular file" in result.output
+    assert (folder / (PREFIX + odd)).is_dir()
+    result = run(app, "clear", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 session(s)." in result.output
+    assert "Left 1 entry(ies) that are not regular files in place" in result.output
+    assert store_of(app).info(PREFIX + real) is None
+    assert (folder / (PREFIX + odd)).is_dir()
