@@ -8,7 +8,6 @@ It returns what the response's cookie must become.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import typing as t
@@ -16,7 +15,7 @@ import typing as t
 from .binding import warn_corrupt
 from .codec import IMMUTABLE_TYPES, pack, plain_size
 from .cookie import make_cookie
-from .errors import SerializationError, SessionError, SessionTooLarge
+from .errors import SerializationError, SessionTooLarge
 from .ids import short_hash
 from .keys import MAC_SIZE
 from .record import (
@@ -424,41 +423,62 @@ def _save_cleared(session: ServerSession) -> CookieUpdate | None:
 def _save_regenerated(
     session: ServerSession, sets: dict[str, bytes], deletes: set[str]
 ) -> CookieUpdate | None:
-    """Move the session to its new id: take the old record, store the new one.
+    """Move the session to its new id: store the new record, then take the old.
 
-    The old record is taken (read and deleted at once) at save time, so
-    changes merged into it while this request ran move along, and a session
-    deleted meanwhile (a logout) is not brought back. Values are moved as
-    authenticated bytes, re-MACed for the new id, never decoded. If storing
-    the new record fails (store down, too large), the old one is put back
-    before the error is raised.
+    The new record is stored first, so a store that refuses it (down, out of
+    memory, or the session too large) leaves the old one as it was. Then the
+    old record is taken (read and deleted at once): changes merged into it
+    meanwhile move along, and a session deleted meanwhile (a logout) is not
+    brought back. Values are moved as authenticated bytes, re-MACed for the
+    new id, never decoded.
     """
     b = session._binding
-    old_sid = t.cast(str, session._replaced_sid)
-    try:
-        taken = b.store.take(b.key(old_sid))
-    except CorruptRecord:
-        taken = None
-    if taken is None:
+    old_key = b.key(t.cast(str, session._replaced_sid))
+    current = _load_raw(b, old_key)
+    if current is None:
         _log_dropped(session)
         return None
-    values = _current_values(session, old_sid, taken)
+    update = _create(session, _moved_values(session, current, sets, deletes))
+    taken = b.store.take(old_key)
+    new_key = b.key(session._id())
+    if taken is None:  # deleted while this request ran
+        b.store.delete(new_key)
+        _log_dropped(session)
+        return None
+    if taken != current:  # changed meanwhile: the new record takes those too
+        values = _moved_values(session, taken, sets, deletes)
+        ops: list[Op] = [
+            (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), values).items()
+        ]
+        gone = set(_moved_values(session, current, sets, deletes)) - set(values)
+        ops += [(OP_DELETE, _key_bytes(key), b"") for key in gone]
+        b.store.patch(new_key, ops, b.ttl, b.max_size, 0)
+    return update if update is not None else _DELETE
+
+
+def _load_raw(b: Binding, key: str) -> bytes | None:
+    """The stored record under ``key``, None if missing or unreadable."""
+    try:
+        return b.store.load(key)
+    except CorruptRecord:
+        return None
+
+
+def _moved_values(
+    session: ServerSession, record: bytes, sets: dict[str, bytes], deletes: set[str]
+) -> dict[str, bytes]:
+    """The old record's values with this request's changes applied."""
+    values = _current_values(session, t.cast(str, session._replaced_sid), record)
     values.update(sets)
     for key in deletes:
         values.pop(key, None)
-    try:
-        update = _create(session, values)
-    except SessionError:  # store down, or the merged session is too large
-        with contextlib.suppress(SessionError):
-            b.store.create(b.key(old_sid), taken, b.ttl)
-        raise
-    return update if update is not None else _DELETE
+    return values
 
 
 def _current_values(
     session: ServerSession, old_sid: str, record: bytes
 ) -> dict[str, bytes]:
-    """Values of a taken record, authenticated; this request's copy if unreadable."""
+    """Values of a stored record, authenticated; this request's copy if unreadable."""
     b = session._binding
     entries: Mapping[str, Entry]
     try:

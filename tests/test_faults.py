@@ -48,7 +48,14 @@ from flask_picklesession import (
 )
 from flask_picklesession.keys import KeyRing
 from flask_picklesession.record import encode_varint
-from tests.helpers import add_routes, cookie_value, noise, put_cookie, sid_of
+from tests.helpers import (
+    add_routes,
+    cookie_value,
+    noise,
+    put_cookie,
+    set_cookie_headers,
+    sid_of,
+)
 
 SECRET = "faults secret"
 #: Client timeouts for outage tests: short, so a dead or stalled server is
@@ -755,6 +762,71 @@ def test_too_large_after_regenerate_keeps_old_session(make_app, raw_store):
         c.get("/regeneratebig")
     assert _stored(raw_store, sid)[0] == before
     assert c.get("/dump").data == b"[('a', '1')]"
+
+
+def test_store_out_of_memory_during_regenerate_keeps_old_session(
+    tmp_path, redis_client
+):
+    """Redis refusing writes (maxmemory, noeviction) when regenerate() saves:
+    the new record is refused before the old one is touched, so the request
+    fails with StoreUnavailable and the session is still there afterwards."""
+    fa = fault_app(RedisStore(redis_client))
+    fa.app.testing = True
+    c = fa.app.test_client()
+    c.get("/set/cart/apple")
+    sid = sid_of(c)
+    before = redis_client.get("session:" + sid)
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", "1")  # every write is refused
+    try:
+        with pytest.raises(StoreUnavailable):
+            c.get("/regenerate")
+        assert redis_client.get("session:" + sid) == before
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert c.get("/get/cart").data == b"'apple'"
+    assert sid_of(c) == sid
+
+
+def _regenerate_meanwhile(make_app, store, monkeypatch, meanwhile):
+    """Regenerate, with ``meanwhile(old_cookie)`` run by another client just
+    before the old record is taken; return (client, old cookie, response)."""
+    app = add_routes(make_app())
+    c, other = app.test_client(), app.test_client()
+    c.get("/set/user/alice")
+    old = cookie_value(c)
+    put_cookie(other, old)
+    real_take = store.take
+
+    def take(key):
+        meanwhile(other)
+        return real_take(key)
+
+    monkeypatch.setattr(store, "take", take)
+    response = c.get("/regenerate")
+    return c, old, response
+
+
+def test_regenerate_moves_a_change_saved_just_before_the_take(
+    make_app, store, raw_store, monkeypatch
+):
+    c, old, _ = _regenerate_meanwhile(
+        make_app, store, monkeypatch, lambda other: other.get("/set/cart/pear")
+    )
+    assert sid_of(c) != old.split(".", 1)[0]
+    assert c.get("/dump").data == b"[('cart', 'pear'), ('user', 'alice')]"
+    assert raw_store.load("session:" + old.split(".", 1)[0]) is None
+
+
+def test_regenerate_of_a_session_deleted_just_before_the_take_stores_nothing(
+    make_app, store, raw_store, monkeypatch
+):
+    c, _old, response = _regenerate_meanwhile(
+        make_app, store, monkeypatch, lambda other: other.get("/clear")
+    )
+    assert set_cookie_headers(response) == []  # the cookie is left alone
+    assert list(raw_store.scan("session:")) == []
+    assert c.get("/dump").data == b"[]"
 
 
 def test_too_large_after_clear_keeps_stored_session(make_app, raw_store):
