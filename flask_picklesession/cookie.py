@@ -66,7 +66,7 @@ def peek_permanent_stamp(value: str) -> int | None:
     deciding whether verifying is worth it.
     """
     meta = value.rsplit(".", 2)[-2:-1]
-    if not meta or not 2 <= len(meta[0]) <= 13 or not meta[0].endswith("p"):
+    if not meta or not 2 <= len(meta[0]) <= 12 or not meta[0].endswith("p"):
         return None
     try:
         return int(meta[0][:-1], 16)
@@ -83,9 +83,10 @@ def read_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
         return None
     payload, by_fallback = verified
     sid, _, meta = payload.partition(".")
-    # At most 12 hex digits: milliseconds up to the year 2200, which keeps
-    # expiry arithmetic in range even for a stamp signed with our own key.
-    if not is_valid_sid(sid) or not 2 <= len(meta) <= 13 or meta[-1] not in "ps":
+    # At most 11 hex digits: milliseconds up to the year 2527, which keeps
+    # the cookie's expiry a valid datetime even for a stamp signed with our
+    # own key (12 digits reach the year 10889).
+    if not is_valid_sid(sid) or not 2 <= len(meta) <= 12 or meta[-1] not in "ps":
         return None
     try:
         stamp = int(meta[:-1], 16)

@@ -307,6 +307,21 @@ def test_well_signed_but_malformed_id_never_reaches_store(app, store):
     assert store.reset() == {}
 
 
+@pytest.mark.parametrize(("digits", "kept"), [(11, True), (12, False)])
+def test_cookie_stamp_far_in_the_future_never_breaks_a_request(make_app, digits, kept):
+    """Even signed with the app's own key, a stamp past the year 2527 is
+    refused, so the refreshed cookie's expiry always fits a datetime."""
+    from tests.helpers import signed
+
+    app = add_routes(make_app())
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    put_cookie(c, signed("current secret", f"{sid_of(c)}.{'f' * digits}p"))
+    response = c.get("/get/a")
+    assert response.status_code == 200
+    assert response.data == (b"'1'" if kept else b"None")
+
+
 def test_unknown_but_well_formed_id_gives_empty_session(app, store):
     from tests.helpers import signed
 
