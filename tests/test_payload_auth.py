@@ -231,17 +231,22 @@ def test_json_mode_flash_markup_works(json_app):
     assert c.get("/show").data == b"<em>saved</em>"
 
 
+def _put_route(app, path, key, value):
+    """Give ``app`` a view at ``path`` that stores ``value`` under ``key``."""
+
+    def put():
+        flask.session[key] = value
+        return "ok"
+
+    app.add_url_rule(path, endpoint=path, view_func=put)
+
+
 @pytest.mark.parametrize(
     "value", [{1, 2}, object(), datetime.date(2020, 1, 1) and Exploit()]
 )
 def test_json_mode_refuses_non_json_value_naming_key(json_app, raw_store, value):
     json_app.testing = True
-
-    @json_app.route("/bad")
-    def bad():
-        flask.session["basket"] = value
-        return "ok"
-
+    _put_route(json_app, "/bad", "basket", value)
     c = json_app.test_client()
     c.get("/set/a/1")
     sid = sid_of(c)
@@ -425,12 +430,7 @@ def test_a_value_the_allowlist_would_refuse_to_load_is_refused_when_saved(
     instead of storing a session that will be thrown away unread."""
     app = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["builtins.int"]))
     app.testing = True
-
-    @app.route("/put")
-    def put():
-        flask.session["thing"] = value
-        return "ok"
-
+    _put_route(app, "/put", "thing", value)
     c = app.test_client()
     c.get("/set/plain/data")
     store.reset()
@@ -440,11 +440,7 @@ def test_a_value_the_allowlist_would_refuse_to_load_is_refused_when_saved(
     assert "patch" not in store.reset()
 
     listed = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=[name]))
-
-    @listed.route("/put")
-    def put_listed():
-        flask.session["thing"] = value
-        return "ok"
+    _put_route(listed, "/put", "thing", value)
 
     @listed.route("/same")
     def same():
