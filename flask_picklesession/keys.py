@@ -156,14 +156,17 @@ def keyring_cache() -> t.Callable[[object, object], KeyRing]:
     """Return a function that builds a :class:`KeyRing`, reusing the last one.
 
     Apps rarely change keys at run time, but tests and key rotation do; the
-    config is compared on every call, which costs two lookups.
+    config is compared on every call. The fallbacks are compared by value,
+    as a copy: a key removed from the list in place (a revoked key) must stop
+    verifying at once.
     """
     last: list[t.Any] = [None, None, None]
 
     def get(secret_key: object, fallbacks: object) -> KeyRing:
-        if last[0] is not secret_key or last[1] is not fallbacks:
+        listed = tuple(fallbacks) if isinstance(fallbacks, list) else fallbacks
+        if last[0] is not secret_key or last[1] != listed:
             ring = KeyRing(t.cast("str | bytes", secret_key), fallbacks)
-            last[:] = [secret_key, fallbacks, ring]
+            last[:] = [secret_key, listed, ring]
         return t.cast(KeyRing, last[2])
 
     return get

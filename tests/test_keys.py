@@ -52,6 +52,19 @@ def test_keyring_cache_rebuilds_on_change():
     assert get("b", None) is not first
 
 
+def test_keyring_cache_sees_a_fallback_removed_in_place():
+    """Revoking a key by removing it from the config's list must take
+    effect at once, as it does in Flask's own cookie sessions."""
+    get = keyring_cache()
+    fallbacks = ["old", "older"]
+    ring = get("new", fallbacks)
+    old_cookie = KeyRing("old").sign(SID + ".1p")
+    assert read_cookie(ring, old_cookie) is not None
+    assert get("new", fallbacks) is ring
+    fallbacks.remove("old")
+    assert read_cookie(get("new", fallbacks), old_cookie) is None
+
+
 def test_cookie_round_trip_and_refusals():
     ring = KeyRing("k")
     value = make_cookie(ring, SID, 0x1234, True)
