@@ -159,6 +159,13 @@ def _check_client(client: object, name: str) -> None:
             f" Sentinel master_for() client); {type(client).__qualname__} lacks"
             f" {', '.join(missing)}"
         )
+    if hasattr(client, "command_stack"):
+        # A pipeline only queues commands until execute(): writes would look
+        # done and store nothing.
+        raise ConfigurationError(
+            f"{name} is a pipeline ({type(client).__qualname__}); give it the"
+            " client itself (redis.Redis, RedisCluster or a Sentinel client)"
+        )
     if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
         # Its commands return coroutines, which are never run: every write
         # would look done and store nothing.

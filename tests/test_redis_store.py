@@ -89,6 +89,18 @@ def test_asyncio_client_is_refused_with_reason(tmp_path, redis_url):
         PickleSession(app)
 
 
+def test_pipeline_is_refused_with_reason(tmp_path, redis_client):
+    # It queues commands until execute(): writes would look done.
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        SECRET_KEY="k",
+        PICKLESESSION_STORE="redis",
+        PICKLESESSION_REDIS=redis_client.pipeline(),
+    )
+    with pytest.raises(ConfigurationError, match=r"PICKLESESSION_REDIS.*pipeline"):
+        PickleSession(app)
+
+
 def test_decode_responses_client_is_refused_with_reason(redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     with pytest.raises(ConfigurationError, match="decode_responses"):
