@@ -218,7 +218,14 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     stamp = cookie.stamp
     if session._forced:
         # modified = True with nothing to write: Flask re-sends the cookie
-        # with a new expiry, so the stored expiry moves with it.
+        # with a new expiry, so the stored expiry moves with it. It is a
+        # save, so entries still MACed with a fallback key are re-keyed.
+        if b.ring.has_fallbacks:
+            session._load()
+            if not session._exists:
+                return None
+            if session._stale:
+                return _patch(session, {}, set())
         refreshed = session._entries is not None and b.refresh_due
         if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):
             return None

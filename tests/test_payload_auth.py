@@ -159,6 +159,32 @@ def test_rotation_rewrites_payload_mac_on_next_save(make_app):
     assert cc.get("/dump").data == b"[('a', '1'), ('b', '2'), ('c', '3')]"
 
 
+def test_modified_true_alone_is_a_save_that_rekeys_the_payload(make_app):
+    """``session.modified = True`` with nothing read is a save too (contract
+    8: re-keyed no later than the next save)."""
+    old = add_routes(make_app(SECRET_KEY="old key"))
+    c = old.test_client()
+    c.get("/set/a/1")
+    rotated = add_routes(
+        make_app(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["old key"])
+    )
+
+    @rotated.route("/touch")
+    def touch():
+        flask.session.modified = True
+        return "ok"
+
+    rc = rotated.test_client()
+    from tests.helpers import cookie_value
+
+    put_cookie(rc, cookie_value(c))
+    rc.get("/touch")
+    current_only = add_routes(make_app(SECRET_KEY="new key"))
+    cc = current_only.test_client()
+    put_cookie(cc, cookie_value(rc))
+    assert cc.get("/dump").data == b"[('a', '1')]"
+
+
 def test_payload_from_dropped_key_is_refused(make_app):
     old = add_routes(make_app(SECRET_KEY="old key", SECRET_KEY_FALLBACKS=["older"]))
     c = old.test_client()
