@@ -75,29 +75,24 @@ def test_wrong_client_object_is_a_clear_error(tmp_path, bad):
         PickleSession(app)
 
 
-def test_asyncio_client_is_refused_with_reason(tmp_path, redis_url):
-    # Its commands return coroutines nobody awaits: writes would look done.
+@pytest.mark.parametrize("kind", ["asyncio", "pipeline"])
+def test_clients_that_would_only_seem_to_write_are_refused(
+    tmp_path, redis_client, redis_url, kind
+):
+    """An asyncio client's commands are coroutines nobody awaits, and a
+    pipeline's wait for execute(): with either, every write would look done."""
     import redis.asyncio
 
+    client = (
+        redis.asyncio.Redis.from_url(redis_url)
+        if kind == "asyncio"
+        else redis_client.pipeline()
+    )
     app = flask.Flask(__name__, instance_path=str(tmp_path))
     app.config.update(
-        SECRET_KEY="k",
-        PICKLESESSION_STORE="redis",
-        PICKLESESSION_REDIS=redis.asyncio.Redis.from_url(redis_url),
+        SECRET_KEY="k", PICKLESESSION_STORE="redis", PICKLESESSION_REDIS=client
     )
-    with pytest.raises(ConfigurationError, match=r"PICKLESESSION_REDIS.*asyncio"):
-        PickleSession(app)
-
-
-def test_pipeline_is_refused_with_reason(tmp_path, redis_client):
-    # It queues commands until execute(): writes would look done.
-    app = flask.Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(
-        SECRET_KEY="k",
-        PICKLESESSION_STORE="redis",
-        PICKLESESSION_REDIS=redis_client.pipeline(),
-    )
-    with pytest.raises(ConfigurationError, match=r"PICKLESESSION_REDIS.*pipeline"):
+    with pytest.raises(ConfigurationError, match=rf"PICKLESESSION_REDIS.*{kind}"):
         PickleSession(app)
 
 
