@@ -404,7 +404,14 @@ def _after_patch(
     session: ServerSession, sets: dict[str, bytes], deletes: set[str]
 ) -> dict[str, bytes]:
     """The loaded session's values as this save leaves them."""
-    values = {key: entry.value for key, entry in (session._entries or {}).items()}
+    loaded = {key: entry.value for key, entry in (session._entries or {}).items()}
+    return _with_changes(loaded, sets, deletes)
+
+
+def _with_changes(
+    values: dict[str, bytes], sets: dict[str, bytes], deletes: set[str]
+) -> dict[str, bytes]:
+    """``values`` with this save's sets and deletes applied (in place)."""
     values.update(sets)
     for key in deletes:
         values.pop(key, None)
@@ -441,12 +448,13 @@ def _save_regenerated(
     """
     b = session._binding
     old_key = b.key(t.cast(str, session._replaced_sid))
-    current = _load_raw(b, old_key)
+    current = _unless_corrupt(b.store.load, old_key)
     if current is None:
         _log_dropped(session)
         return None
-    update = _create(session, _moved_values(session, current, sets, deletes))
-    taken = b.store.take(old_key)
+    moved = _moved_values(session, current, sets, deletes)
+    update = _create(session, moved)
+    taken = _unless_corrupt(b.store.take, old_key)
     new_key = b.key(session._id())
     if taken is None:  # deleted while this request ran
         b.store.delete(new_key)
@@ -457,16 +465,16 @@ def _save_regenerated(
         ops: list[Op] = [
             (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), values).items()
         ]
-        gone = set(_moved_values(session, current, sets, deletes)) - set(values)
+        gone = set(moved) - set(values)
         ops += [(OP_DELETE, _key_bytes(key), b"") for key in gone]
         b.store.patch(new_key, ops, b.ttl, b.max_size, 0)
     return update if update is not None else _DELETE
 
 
-def _load_raw(b: Binding, key: str) -> bytes | None:
-    """The stored record under ``key``, None if missing or unreadable."""
+def _unless_corrupt(read: t.Callable[[str], bytes | None], key: str) -> bytes | None:
+    """``read(key)`` (a store's load or take); None if the record is unreadable."""
     try:
-        return b.store.load(key)
+        return read(key)
     except CorruptRecord:
         return None
 
@@ -476,10 +484,7 @@ def _moved_values(
 ) -> dict[str, bytes]:
     """The old record's values with this request's changes applied."""
     values = _current_values(session, t.cast(str, session._replaced_sid), record)
-    values.update(sets)
-    for key in deletes:
-        values.pop(key, None)
-    return values
+    return _with_changes(values, sets, deletes)
 
 
 def _current_values(

@@ -47,7 +47,7 @@ from flask_picklesession import (
     StoreUnavailable,
 )
 from flask_picklesession.keys import KeyRing
-from flask_picklesession.record import encode_varint
+from flask_picklesession.record import CorruptRecord, encode_varint
 from tests.helpers import (
     add_routes,
     cookie_value,
@@ -827,6 +827,25 @@ def test_regenerate_of_a_session_deleted_just_before_the_take_stores_nothing(
     assert set_cookie_headers(response) == []  # the cookie is left alone
     assert list(raw_store.scan("session:")) == []
     assert c.get("/dump").data == b"[]"
+
+
+def test_regenerate_of_a_session_corrupted_just_before_the_take_stores_nothing(
+    make_app, store, raw_store, monkeypatch
+):
+    """An old record found unreadable when taken counts as gone: no 500,
+    and the new record is not left behind."""
+    app = add_routes(make_app())
+    c = app.test_client()
+    c.get("/set/user/alice")
+
+    def take(key):
+        raise CorruptRecord("not a regular file")
+
+    monkeypatch.setattr(store, "take", take)
+    response = c.get("/regenerate")
+    assert response.status_code == 200
+    assert set_cookie_headers(response) == []
+    assert list(raw_store.scan("session:")) == ["session:" + sid_of(c)]
 
 
 def test_too_large_after_clear_keeps_stored_session(make_app, raw_store):
