@@ -14,7 +14,7 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from flask.sessions import SessionMixin
 
 from .binding import warn_corrupt
-from .codec import COMPRESSED_TAGS, IMMUTABLE_TYPES, CorruptEntry, unpack
+from .codec import IMMUTABLE_TYPES, CorruptEntry, unpack
 from .ids import new_sid
 
 if t.TYPE_CHECKING:
@@ -101,14 +101,14 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         return self._entries
 
     def _decode(self, key: str) -> t.Any:
-        entries = self._entries if self._entries is not None else self._load()
+        entries = self._load()
         if key in self._values:
             return self._values[key]
         if key in self._deleted or key not in entries:
             return _MISSING
         codec, stored = self._binding.codec, entries[key].value
         try:
-            plain = unpack(stored) if stored[:1] in COMPRESSED_TAGS else stored
+            plain = unpack(stored)
             value = codec.decode_plain(plain)
         except CorruptEntry as exc:
             warn_corrupt(self._id(), f"session[{key!r}]: {exc}")
