@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import typing as t
 import weakref
 
@@ -9,7 +10,7 @@ from flask.sessions import SessionInterface
 
 from .binding import Binding
 from .cookie import raw_cookie
-from .headers import set_session_cookie, vary_on_cookie
+from .headers import CookieOptions, set_session_cookie, vary_on_cookie
 from .saving import save
 from .session import ServerSession
 from .settings import build_settings
@@ -22,6 +23,32 @@ if t.TYPE_CHECKING:
 
     from .settings import Settings
     from .store import Store
+
+#: Flask's methods for the cookie's attributes, and every config key they
+#: read on the Flask versions supported (2.2 falls back to SERVER_NAME for
+#: the domain, and may write the domain it found back into the config; the
+#: path falls back to APPLICATION_ROOT).
+_OPTION_METHODS = (
+    "get_cookie_domain",
+    "get_cookie_path",
+    "get_cookie_secure",
+    "get_cookie_samesite",
+    "get_cookie_httponly",
+    "get_cookie_partitioned",
+)
+_OPTION_CONFIG = (
+    "SESSION_COOKIE_DOMAIN",
+    "SESSION_COOKIE_PATH",
+    "APPLICATION_ROOT",
+    "SERVER_NAME",
+    "SESSION_COOKIE_SECURE",
+    "SESSION_COOKIE_SAMESITE",
+    "SESSION_COOKIE_HTTPONLY",
+    "SESSION_COOKIE_PARTITIONED",
+)
+_option_config = operator.itemgetter(*_OPTION_CONFIG)
+#: Distinct cookie option sets remembered per interface before starting over.
+_OPTIONS_CACHE_SIZE = 16
 
 
 class PickleSession(SessionInterface):
@@ -62,6 +89,13 @@ class PickleSession(SessionInterface):
         #: The app asked about last and its settings: one app per process is
         #: the rule, and a weak reference compared costs less than a lookup.
         self._last: tuple[weakref.ref[Flask], Settings] | None = None
+        #: Cookie attributes by the config values they come from; only used
+        #: while Flask's own methods compute them (a subclass may not).
+        self._options: dict[tuple[object, ...], CookieOptions] = {}
+        self._stock_options = all(
+            getattr(type(self), name, None) is getattr(SessionInterface, name, None)
+            for name in _OPTION_METHODS
+        )
         if app is not None:
             self.init_app(app)
 
@@ -106,15 +140,40 @@ class PickleSession(SessionInterface):
         options = self._cookie_options(app)
         name = self.get_cookie_name(app)
         if update.value is None:
-            response.delete_cookie(name, **options)
+            response.delete_cookie(name, **dict(options))
         else:
-            items = tuple(options.items())
             set_session_cookie(
-                response, name, update.value, update.expires, items, known_plain=True
+                response, name, update.value, update.expires, options, known_plain=True
             )
         vary_on_cookie(response)
 
-    def _cookie_options(self, app: Flask) -> dict[str, t.Any]:
+    def _cookie_options(self, app: Flask) -> CookieOptions:
+        """The cookie's attributes, as Flask's ``get_cookie_*`` methods say.
+
+        Those methods only read config keys, so their answer is remembered
+        by the values of those keys: six method calls cost more than the
+        rest of setting the cookie.
+        """
+        if not self._stock_options:
+            return self._ask_cookie_options(app)
+        config = app.config
+        try:
+            key = _option_config(config)
+        except KeyError:  # a Flask without one of them (2.2: PARTITIONED)
+            key = tuple(map(config.get, _OPTION_CONFIG))
+        try:
+            return self._options[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable config value: ask every time
+            return self._ask_cookie_options(app)
+        options = self._ask_cookie_options(app)
+        if len(self._options) >= _OPTIONS_CACHE_SIZE:
+            self._options.clear()
+        self._options[key] = options
+        return options
+
+    def _ask_cookie_options(self, app: Flask) -> CookieOptions:
         options = {
             "domain": self.get_cookie_domain(app),
             "path": self.get_cookie_path(app),
@@ -125,4 +184,4 @@ class PickleSession(SessionInterface):
         partitioned = getattr(self, "get_cookie_partitioned", None)
         if partitioned is not None:  # Flask >= 3.1
             options["partitioned"] = partitioned(app)
-        return options
+        return tuple(options.items())

@@ -8,7 +8,6 @@ It returns what the response's cookie must become.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import typing as t
 
@@ -50,7 +49,8 @@ class CookieUpdate(t.NamedTuple):
     """The cookie to set (``value``) or, with ``value=None``, to delete."""
 
     value: str | None
-    expires: datetime.datetime | None = None
+    #: When a permanent cookie expires, in whole seconds since the epoch.
+    expires: int | None = None
 
 
 _DELETE = CookieUpdate(None)
@@ -200,10 +200,7 @@ def _cookie(session: ServerSession, stamp: int) -> CookieUpdate:
         value = make_cookie(b.ring, session._id(), stamp, permanent)
     if not permanent:
         return CookieUpdate(value)
-    expires = datetime.datetime.fromtimestamp(
-        (stamp + b.ttl) / 1000, datetime.timezone.utc
-    )
-    return CookieUpdate(value, expires)
+    return CookieUpdate(value, (stamp + b.ttl) // 1000)
 
 
 # -- the operations ----------------------------------------------------------

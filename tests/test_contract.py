@@ -789,6 +789,30 @@ def test_flask_cookie_settings_are_honoured(make_app):
     assert "HttpOnly" not in header
 
 
+def test_cookie_settings_changed_at_run_time_apply_to_the_next_response(make_app):
+    app = add_routes(make_app(SESSION_COOKIE_SAMESITE="Lax"))
+    c = app.test_client()
+    assert "SameSite=Lax" in set_cookie_headers(c.get("/set/a/1"))[0]
+    app.config.update(SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/shop")
+    header = set_cookie_headers(c.get("/set/a/2"))[0]
+    assert "SameSite=Strict" in header and "Path=/shop" in header
+
+
+def test_a_subclass_deciding_cookie_attributes_is_asked_each_time(make_app):
+    paths = iter(["/first", "/second"])
+
+    class PerRequestPath(PickleSession):
+        def get_cookie_path(self, app):
+            return next(paths)
+
+    app = make_app()
+    PerRequestPath(app)
+    add_routes(app)
+    c = app.test_client()
+    assert "Path=/first" in set_cookie_headers(c.get("/set/a/1"))[0]
+    assert "Path=/second" in set_cookie_headers(c.get("/set/a/2"))[0]
+
+
 def test_sid_seen_by_the_view_is_the_stored_key_even_for_a_stale_cookie(app, raw_store):
     @app.route("/write-and-tell")
     def write_and_tell():

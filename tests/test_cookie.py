@@ -3,16 +3,20 @@ writing it back without Werkzeug's full format."""
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from werkzeug.http import http_date as werkzeug_http_date
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from flask_picklesession.cookie import peek_permanent_stamp, raw_cookie
-from flask_picklesession.headers import set_session_cookie, vary_on_cookie
+from flask_picklesession.headers import (
+    _attributes,
+    http_date,
+    set_session_cookie,
+    vary_on_cookie,
+)
 
 token = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_-.", min_size=1, max_size=30
@@ -71,10 +75,7 @@ def test_peek_permanent_stamp(value, expected):
         {"samesite": "Lax", "httponly": False, "path": "/"},
     ],
 )
-@pytest.mark.parametrize(
-    "expires",
-    [None, datetime.datetime(2031, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)],
-)
+@pytest.mark.parametrize("expires", [None, 1924484645])  # 2031-01-02 03:04:05
 @pytest.mark.parametrize("value", ["abc.19ap.sig-_", "needs quoting;"])
 def test_set_session_cookie_matches_werkzeug(options, expires, value):
     expected, ours = Response(), Response()
@@ -104,3 +105,23 @@ def test_vary_on_cookie_matches_werkzeug(existing):
     vary_on_cookie(ours)
     vary_on_cookie(ours)  # idempotent
     assert ours.headers.getlist("Vary") == expected.headers.getlist("Vary")
+
+
+# Up to the year 2527 plus a 30-year lifetime: the latest stamp a cookie holds.
+@given(st.integers(min_value=0, max_value=17_800_000_000))
+def test_http_date_matches_werkzeug(seconds):
+    assert http_date(seconds) == werkzeug_http_date(seconds)
+
+
+def test_attributes_are_shared_by_every_expiry():
+    """Each session's cookie expires at its own moment; the formatted
+    attributes must not be cached per moment, or a busy site would miss."""
+    options = (("path", "/"), ("httponly", True), ("samesite", "Lax"))
+    _attributes.cache_clear()
+    for seconds in range(1_900_000_000, 1_900_000_000 + 3600 * 24 * 40, 3599):
+        ours = Response()
+        set_session_cookie(ours, "session", "abc.19ap.sig", seconds, options)
+        expected = Response()
+        expected.set_cookie("session", "abc.19ap.sig", expires=seconds, **dict(options))
+        assert ours.headers["Set-Cookie"] == expected.headers["Set-Cookie"]
+    assert _attributes.cache_info().currsize == 1
