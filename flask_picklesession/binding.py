@@ -1,8 +1,10 @@
 """What one request's session needs to reach its store, worked out lazily.
 
 A request that never touches the session should cost next to nothing, so the
-cookie is verified, the clock read and the config consulted only when
-something asks for them.
+cookie is verified, the keys derived and the store reached only when
+something asks for them. The clock and one flag are read up front: nearly
+every request with a cookie needs them, and reading them costs less than
+deferring.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ class _once(t.Generic[_T]):
         return value
 
 
+def _lifetime_ms(app: Flask, lifetime: object) -> int:
+    """``PERMANENT_SESSION_LIFETIME`` in ms, remembered for the next request."""
+    global _last_lifetime
+    ttl = int(app.permanent_session_lifetime.total_seconds() * 1000)
+    if ttl <= 0:
+        raise ConfigurationError(
+            f"PERMANENT_SESSION_LIFETIME must be positive, not {lifetime!r}"
+        )
+    _last_lifetime = (lifetime, ttl)
+    return ttl
+
+
 class Binding:
     """Store, codec, keys and timing of one request's session."""
 
@@ -73,6 +87,17 @@ class Binding:
         self.raw_cookie = raw_cookie
         #: Bytes of the record as loaded (appended saves make it grow).
         self.loaded_size = 0
+        config = app.config
+        # Read now, not on first use: almost every request with a cookie
+        # needs these, and a lazy attribute costs more than reading them.
+        #: Flask would refresh a permanent cookie on this request.
+        self.refresh = bool(config["SESSION_REFRESH_EACH_REQUEST"])
+        #: Time of this request's store-related decisions, in ms since the epoch.
+        self.now = time.time_ns() // 1_000_000
+        lifetime = config["PERMANENT_SESSION_LIFETIME"]
+        last = _last_lifetime
+        #: Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``).
+        self.ttl = last[1] if last[0] is lifetime else _lifetime_ms(app, lifetime)
 
     @_once
     def ring(self) -> KeyRing:
@@ -85,30 +110,6 @@ class Binding:
     def cookie(self) -> CookieRef | None:
         """The verified cookie, or None if absent or not trustworthy."""
         return verified_cookie(self.ring, self.raw_cookie)
-
-    @_once
-    def ttl(self) -> int:
-        """Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``)."""
-        global _last_lifetime
-        lifetime = self.app.config["PERMANENT_SESSION_LIFETIME"]
-        last = _last_lifetime
-        if last[0] is lifetime:
-            return last[1]
-        ttl = int(self.app.permanent_session_lifetime.total_seconds() * 1000)
-        if ttl <= 0:
-            raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
-        _last_lifetime = (lifetime, ttl)
-        return ttl
-
-    @_once
-    def now(self) -> int:
-        """Time of the first store-related decision, in ms since the epoch."""
-        return time.time_ns() // 1_000_000
-
-    @_once
-    def refresh(self) -> bool:
-        """Flask would refresh a permanent cookie on this request."""
-        return bool(self.app.config["SESSION_REFRESH_EACH_REQUEST"])
 
     @_once
     def refresh_due(self) -> bool:

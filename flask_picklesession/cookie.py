@@ -65,11 +65,12 @@ def peek_permanent_stamp(value: str) -> int | None:
     None for a cookie not flagged permanent or not readable. Only good for
     deciding whether verifying is worth it.
     """
-    meta = value.rsplit(".", 2)[-2:-1]
-    if not meta or not 2 <= len(meta[0]) <= 12 or not meta[0].endswith("p"):
+    end = value.rfind(".")
+    start = value.rfind(".", 0, end) + 1  # 0: no dot before (value[0:end])
+    if end < 0 or not 2 <= end - start <= 12 or value[end - 1] != "p":
         return None
     try:
-        return int(meta[0][:-1], 16)
+        return int(value[start : end - 1], 16)
     except ValueError:
         return None
 

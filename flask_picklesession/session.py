@@ -31,19 +31,27 @@ _SIZED_TYPES = frozenset({list, dict, set, frozenset, tuple, bytearray})
 class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     """A server-side session: ``session.sid`` is its id in the store."""
 
+    # Immutable state starts as class attributes, so a session the request
+    # never touches costs only the containers below.
+    #: True once the request read or wrote the session (adds ``Vary: Cookie``).
+    accessed = False
+    _sid: str | None = None
+    #: Stored entries as loaded (read-only: they may be shared with other
+    #: requests), or None before the first read.
+    _entries: Mapping[str, Entry] | None = None
+    #: Keys whose MAC was made by a fallback key.
+    _stale: frozenset[str] = frozenset()
+    #: Whether the store holds this session: None until known (a valid
+    #: cookie suggests so, a load tells).
+    _found: bool | None = None
+    _cleared = False
+    _forced = False
+    _suppressed = False
+    #: Id this session had before :meth:`regenerate`, to delete on save.
+    _replaced_sid: str | None = None
+
     def __init__(self, binding: Binding) -> None:
         self._binding = binding
-        self._sid: str | None = None
-        #: True once the request read or wrote the session (adds ``Vary: Cookie``).
-        self.accessed = False
-        #: Stored entries as loaded (read-only: they may be shared with other
-        #: requests), or None before the first read.
-        self._entries: Mapping[str, Entry] | None = None
-        #: Keys whose MAC was made by a fallback key.
-        self._stale: frozenset[str] = frozenset()
-        #: Whether the store holds this session: None until known (a valid
-        #: cookie suggests so, a load tells).
-        self._found: bool | None = None
         self._values: dict[str, t.Any] = {}
         #: Uncompressed encodings of the compressed values decoded so far.
         self._plain: dict[str, bytes] = {}
@@ -53,11 +61,6 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self._fingerprints: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
-        self._cleared = False
-        self._forced = False
-        self._suppressed = False
-        #: Id this session had before :meth:`regenerate`, to delete on save.
-        self._replaced_sid: str | None = None
 
     @property
     def sid(self) -> str:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+import time
+from email.utils import parsedate_to_datetime
+
 import flask
 import pytest
 
@@ -95,3 +100,36 @@ def test_settings_read_lazily_on_first_request(tmp_path):
 
     app.test_client().get("/")
     assert any(p.name.startswith("late:") for p in (tmp_path / "sessions").iterdir())
+
+
+@pytest.mark.parametrize("lifetime", [0, -5, datetime.timedelta(0)])
+def test_a_lifetime_that_is_not_positive_is_a_clear_error(tmp_path, lifetime):
+    app = make(tmp_path, PERMANENT_SESSION_LIFETIME=lifetime)
+    PickleSession(app)
+
+    @app.route("/")
+    def index():
+        return "ok"
+
+    app.testing = True  # let the error through instead of a 500 page
+    with pytest.raises(ConfigurationError, match="PERMANENT_SESSION_LIFETIME"):
+        app.test_client().get("/")
+
+
+def test_a_lifetime_changed_at_run_time_applies_to_the_next_request(tmp_path):
+    app = make(tmp_path, PERMANENT_SESSION_LIFETIME=3600)
+    PickleSession(app)
+
+    @app.route("/")
+    def index():
+        flask.session.permanent = True
+        flask.session["x"] = 1
+        return "ok"
+
+    client = app.test_client()
+    for seconds in (3600, 7200):
+        app.config["PERMANENT_SESSION_LIFETIME"] = seconds
+        header = client.get("/").headers["Set-Cookie"]
+        expires = re.search(r"Expires=([^;]+)", header).group(1)
+        left = parsedate_to_datetime(expires).timestamp() - time.time()
+        assert seconds - 5 < left <= seconds
