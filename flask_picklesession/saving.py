@@ -12,7 +12,7 @@ import logging
 import typing as t
 
 from .binding import warn_corrupt
-from .codec import IMMUTABLE_TYPES, pack, plain_size
+from .codec import COMPRESSED_TAGS, IMMUTABLE_TYPES, pack, plain_size
 from .cookie import make_cookie
 from .errors import SerializationError, SessionTooLarge
 from .ids import short_hash
@@ -27,6 +27,7 @@ from .record import (
     parse_raw,
     piece_size,
     seal,
+    varint_size,
 )
 from .store import CORRUPT, GONE, TOO_LARGE
 
@@ -378,13 +379,18 @@ def _sizes(values: Mapping[str, bytes]) -> tuple[int, int]:
     """``(stored, serialized)`` sizes of a record of ``values``.
 
     The serialized size counts values as before compression: it is what
-    ``PICKLESESSION_MAX_SIZE`` limits.
+    ``PICKLESESSION_MAX_SIZE`` limits. Every write sizes the whole session,
+    so :func:`.record.piece_size` is inlined here, one-byte lengths first.
     """
     stored = serialized = 1
     for key, value in values.items():
-        kb = _key_bytes(key)
-        stored += piece_size(kb, MAC_SIZE + len(value))
-        serialized += piece_size(kb, MAC_SIZE + plain_size(value))
+        key_len = len(key) if key.isascii() else len(_key_bytes(key))
+        head = key_len + MAC_SIZE + (1 if key_len < 0x80 else varint_size(key_len))
+        size = len(value)
+        stored += head + size + (1 if size < 0x80 else varint_size(size))
+        if value[:1] in COMPRESSED_TAGS:
+            size = plain_size(value)
+        serialized += head + size + (1 if size < 0x80 else varint_size(size))
     return stored, serialized
 
 
