@@ -85,8 +85,8 @@ class Binding:
         self._settings = settings
         #: The session cookie as the client sent it, not yet verified.
         self.raw_cookie = raw_cookie
-        #: Bytes of the record as loaded (appended saves make it grow).
-        self.loaded_size = 0
+        #: The record as loaded and verified (appended saves make it grow).
+        self.loaded_record = b""
         config = app.config
         # Read now, not on first use: almost every request with a cookie
         # needs these, and a lazy attribute costs more than reading them.
@@ -171,9 +171,9 @@ class Binding:
             record = self.store.load(self.key(sid), ttl)
             if record is None:
                 return None
-            self.loaded_size = len(record)
             entries, stale = verified_record(self.ring, sid, record)
             self.codec.check(entries.values())
+            self.loaded_record = record
             return entries, stale
         except CorruptRecord as exc:
             warn_corrupt(sid, str(exc))

@@ -61,6 +61,10 @@ class Entry(t.NamedTuple):
     value: bytes
 
 
+#: Builds an Entry without the Python-level ``__new__`` of a NamedTuple.
+_new_tuple = tuple.__new__
+
+
 def encode_varint(number: int) -> bytes:
     """Encode a non-negative integer in 7-bit groups, low group first."""
     if number < 0x80:
@@ -145,6 +149,34 @@ def appendix(ops: Sequence[Op]) -> bytes:
     return b"".join(parts)
 
 
+def appended_entries(
+    entries: Mapping[str, Entry], record: bytes, ops: Sequence[Op]
+) -> dict[str, Entry] | None:
+    """What :func:`open_record` gives for ``record + appendix(ops)``, without
+    parsing or checking anything, when it gave ``entries`` for ``record``.
+
+    None when that cannot be told so: a key new to ``entries`` whose bytes
+    occur anywhere in ``record`` may have a deleted entry there, which would
+    give it that entry's place; so may a key that ``ops`` name twice.
+    """
+    after = dict(entries)
+    named: set[bytes] = set()
+    for op, key, payload in ops:
+        if key in named:
+            return None
+        named.add(key)
+        name = key.decode()
+        if op == OP_DELETE:
+            after.pop(name, None)
+            continue
+        if op != OP_SET:
+            raise ValueError("a conditional set cannot be appended")
+        if name not in after and key in record:
+            return None
+        after[name] = _new_tuple(Entry, (payload[:MAC_SIZE], payload[MAC_SIZE:]))
+    return after
+
+
 def build(entries: Mapping[bytes, bytes]) -> bytes:
     """Join ``{key: mac+value}`` into a record; the inverse of :func:`parse_raw`."""
     parts = [_HEADER]
@@ -210,9 +242,6 @@ def _split(record: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
             start, value_len = span
             mid = start + MAC_SIZE
             yield key, record[start:mid], record[mid : mid + value_len]
-
-
-_new_tuple = tuple.__new__
 
 
 def _open(

@@ -217,6 +217,8 @@ class _ClientErrors:
 class RedisStore(Store):
     """Keep sessions in Redis through a ready redis-py ``client``."""
 
+    appends = True
+
     def __init__(
         self, client: t.Any, *, _config_name: str = "RedisStore client"
     ) -> None:

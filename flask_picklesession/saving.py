@@ -22,6 +22,9 @@ from .record import (
     OP_SET,
     OP_SET_IF_MAC,
     CorruptRecord,
+    Entry,
+    appended_entries,
+    appendix,
     build,
     open_entries,
     parse_raw,
@@ -30,12 +33,13 @@ from .record import (
     varint_size,
 )
 from .store import CORRUPT, GONE, TOO_LARGE
+from .verified import remember_record
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .binding import Binding
-    from .record import Entry, Op
+    from .record import Op
     from .session import ServerSession
 
 logger = logging.getLogger("flask_picklesession")
@@ -261,9 +265,15 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
     for _ in range(_CREATE_TRIES):
         if b.cookie is not None and session._id() == b.cookie.sid:
             session._renew_id()
-        record = build(_sealed(b, session._id(), values))
+        sealed = _sealed(b, session._id(), values)
+        record = build(sealed)
         if b.store.create(b.key(session._id()), record, b.ttl):
             session._found = True
+            entries = {
+                key: Entry(body[:MAC_SIZE], value)
+                for (key, value), body in zip(values.items(), sealed.values())
+            }
+            remember_record(b.ring, session._id(), record, entries)
             return _cookie(session, b.now)
         session._renew_id()
     raise RuntimeError("could not find an unused session id")  # pragma: no cover
@@ -287,6 +297,8 @@ def _patch(
     limit = _append_limit(session, ops, live)
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
+        if limit and b.store.appends:
+            _remember_appended(session, ops, limit)
         return _cookie(session, _patched_stamp(b))
     if result == 0:
         return _DELETE
@@ -305,6 +317,27 @@ def _patch(
     # a new session rather than lose them; the old one is not brought back.
     session._found = False
     return _create(session, sets)
+
+
+def _remember_appended(session: ServerSession, ops: list[Op], limit: int) -> None:
+    """Remember the record an appending store now holds, as verified.
+
+    Unless another request changed it meanwhile, it is the loaded record
+    with this save's entries appended: a write after a write, or the
+    redirect after a POST, then checks no MAC again. Were the stored bytes
+    other, the remembered ones would simply never be asked for.
+    """
+    b = session._binding
+    record = b.loaded_record + appendix(ops)
+    if len(record) > limit:
+        return  # the store rewrote the record instead
+    # No entry is left MACed by a fallback key: this save re-sealed or deleted
+    # each one, or its re-keying ops would have ruled out appending.
+    entries = appended_entries(
+        t.cast("Mapping[str, Entry]", session._entries), b.loaded_record, ops
+    )
+    if entries is not None:
+        remember_record(b.ring, session._id(), record, entries)
 
 
 def _patched_stamp(b: Binding) -> int:
@@ -365,7 +398,7 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     b = session._binding
     if live is None:
         return 0
-    grown = b.loaded_size
+    grown = len(b.loaded_record)
     for op, kb, payload in ops:
         if op == OP_SET_IF_MAC or (op == OP_DELETE and live <= 1):
             return 0

@@ -41,6 +41,11 @@ class Store(abc.ABC):
 
     #: Whether expired records stay around until :meth:`cleanup` removes them.
     needs_cleanup: t.ClassVar[bool] = False
+    #: Whether :meth:`patch` takes up every ``append_limit`` offer it can, by
+    #: appending :func:`.record.appendix` of the ops while the record stays
+    #: within the limit. The package then knows the bytes it stored, and
+    #: remembers them as verified for the session's next request.
+    appends: t.ClassVar[bool] = False
 
     @abc.abstractmethod
     def load(self, key: str, ttl: int | None = None) -> bytes | None:

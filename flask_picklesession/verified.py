@@ -6,7 +6,9 @@ cookie and the MACs of a record are pure functions of the key ring and those
 exact bytes, so their results are kept in small LRU caches keyed by the key
 ring and the full bytes: a hit is an exact match with something that passed
 every check, never a guess from a hash. A new key ring (keys changed or
-rotated) starts over, as it is part of the key. Failures are not kept.
+rotated) starts over, as it is part of the key. Failures are not kept. A
+record this process wrote is put in as it is written: its entries are ones
+the process sealed or verified itself.
 
 Cached results are shared between requests, so they are frozen: entries
 come as a read-only mapping and the stale keys as a frozenset.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import types
 import typing as t
+from collections import OrderedDict
 
 from .cookie import read_cookie
 from .record import open_record
@@ -58,12 +61,12 @@ def verified_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
         return None
 
 
-@functools.lru_cache(maxsize=RECORD_CACHE_SIZE)
-def _record(
-    ring: KeyRing, sid: str, record: bytes
-) -> tuple[Mapping[str, Entry], frozenset[str]]:
-    entries, stale = open_record(ring, sid, record)
-    return types.MappingProxyType(entries), frozenset(stale)
+#: Verified records, least recently used first: ``(ring, sid, record)`` to
+#: ``(entries, stale keys)``. An OrderedDict rather than ``lru_cache``, so that
+#: records this process wrote itself can be put in (:func:`remember_record`).
+_records: OrderedDict[
+    tuple[KeyRing, str, bytes], tuple[Mapping[str, Entry], frozenset[str]]
+] = OrderedDict()
 
 
 def verified_record(
@@ -76,10 +79,53 @@ def verified_record(
     if len(record) > RECORD_CACHE_MAX_BYTES:
         entries, stale = open_record(ring, sid, record)
         return entries, frozenset(stale)
-    return _record(ring, sid, record)
+    key = (ring, sid, record)
+    found = _records.get(key)
+    if found is None:
+        entries, stale = open_record(ring, sid, record)
+        found = (types.MappingProxyType(entries), frozenset(stale))
+        _keep(key, found)
+        return found
+    try:  # noqa: SIM105 (contextlib.suppress costs more, on every hit)
+        _records.move_to_end(key)
+    except KeyError:  # another thread dropped it meanwhile
+        pass
+    return found
+
+
+def remember_record(
+    ring: KeyRing, sid: str, record: bytes, entries: dict[str, Entry]
+) -> None:
+    """Remember a record this process has just stored, and what it holds.
+
+    ``entries`` must be what :func:`.record.open_record` gives for these
+    exact bytes, all MACed with the ring's current key: values the caller
+    sealed itself, and entries it verified when it loaded the record. The
+    next request of the session, often a redirect after the write, then
+    finds the record verified, unless the store now holds other bytes.
+    """
+    if len(record) <= RECORD_CACHE_MAX_BYTES:
+        _keep((ring, sid, record), (types.MappingProxyType(entries), frozenset()))
+
+
+def _keep(
+    key: tuple[KeyRing, str, bytes],
+    value: tuple[Mapping[str, Entry], frozenset[str]],
+) -> None:
+    _records[key] = value
+    while len(_records) > RECORD_CACHE_SIZE:
+        try:
+            _records.popitem(last=False)
+        except KeyError:  # emptied by another thread
+            break
+
+
+def remembered_records() -> int:
+    """How many verified records are remembered (for tests and tuning)."""
+    return len(_records)
 
 
 def forget() -> None:
     """Drop everything remembered (tests start from nothing)."""
     _cookie.cache_clear()
-    _record.cache_clear()
+    _records.clear()

@@ -22,6 +22,7 @@ class CountingStore(Store):
         self.inner = inner
         self.calls: collections.Counter[str] = collections.Counter()
         self.needs_cleanup = inner.needs_cleanup  # type: ignore[misc]
+        self.appends = inner.appends  # type: ignore[misc]
 
     def _call(self, name: str, *args: t.Any) -> t.Any:
         self.calls[name] += 1

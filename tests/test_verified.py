@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import flask
 import pytest
 
 from flask_picklesession import verified
@@ -44,17 +45,65 @@ def _record(ring, values, sid=SID):
     return build({k: seal(ring, sid, k, v) for k, v in values.items()})
 
 
+def _add_counter(app):
+    @app.route("/bump/<key>")
+    def bump(key):
+        flask.session[key] = flask.session.get(key, 0) + 1
+        return str(flask.session[key])
+
+
 def test_repeat_reads_verify_once_until_the_session_changes(app, verifications):
     add_routes(app)
     c = app.test_client()
     c.get("/set/a/1")
+    verified.forget()  # as in a worker that did not write the record
     verifications.update(cookie=0, record=0)
     for _ in range(3):
         assert c.get("/get/a").data == b"'1'"
     assert verifications == {"cookie": 1, "record": 1}
-    c.get("/set/a/2")
+    c.get("/set/a/2")  # a blind write: this process does not know the result
     assert c.get("/get/a").data == b"'2'"
-    assert verifications["record"] >= 2  # new bytes: verified again
+    assert verifications["record"] == 2  # new bytes: verified again
+
+
+def test_records_this_process_wrote_are_not_verified_again(app, store, verifications):
+    """A created record, and one an appending store extended, are known."""
+    _add_counter(app)
+    c = app.test_client()
+    assert c.get("/bump/n").data == b"1"  # created
+    for expected in (b"2", b"3", b"4"):
+        assert c.get("/bump/n").data == expected
+    # The filesystem store rewrites the record on each save, in bytes of its
+    # own: the requests after the first two saves verify what they load.
+    assert verifications["record"] == (0 if store.appends else 2)
+
+
+def test_a_record_changed_meanwhile_is_verified_and_merged(make_app, verifications):
+    """Another request's save between this one's load and its append leaves
+    other bytes than this process remembers: they are verified, not trusted,
+    and both saves are there."""
+    app = make_app()
+    other = make_app()
+    add_routes(other)
+    neighbour = other.test_client()
+
+    @app.route("/bump-racing/<key>")
+    def bump_racing(key):
+        value = flask.session.get(key, 0) + 1
+        put_cookie(neighbour, flask.request.cookies["session"])
+        assert neighbour.get("/set/m/x").data == b"ok"
+        flask.session[key] = value
+        return str(value)
+
+    add_routes(app)
+    _add_counter(app)
+    c = app.test_client()
+    c.get("/bump/n")
+    c.get("/bump/n")
+    before = verifications["record"]
+    assert c.get("/bump-racing/n").data == b"3"
+    assert c.get("/dump").data == b"[('m', 'x'), ('n', 3)]"
+    assert verifications["record"] > before
 
 
 def test_a_remembered_record_changed_in_one_byte_is_refused(app, raw_store, caplog):
@@ -101,13 +150,13 @@ def test_large_records_and_failures_are_not_kept():
     big = _record(ring, {b"a": b"s" + b"x" * verified.RECORD_CACHE_MAX_BYTES})
     entries, _ = verified.verified_record(ring, SID, big)
     assert len(entries["a"].value) > verified.RECORD_CACHE_MAX_BYTES
-    assert verified._record.cache_info().currsize == 0
+    assert verified.remembered_records() == 0
 
     forged = _record(KeyRing("other"), {b"a": b"i1"})
     for _ in range(2):
         with pytest.raises(CorruptRecord):
             verified.verified_record(ring, SID, forged)
-    assert verified._record.cache_info().currsize == 0
+    assert verified.remembered_records() == 0
 
     assert verified.verified_cookie(ring, f"{SID}.1p.bad") is None
     assert verified.verified_cookie(ring, None) is None
