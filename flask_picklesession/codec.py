@@ -35,6 +35,9 @@ if t.TYPE_CHECKING:
 
 _STR, _INT, _FLOAT, _BYTES = b"s", b"i", b"f", b"b"
 _TRUE, _FALSE, _NONE = b"T", b"F", b"N"
+#: How both codecs store ``True`` and ``False``: a flag can be read from an
+#: entry without decoding it.
+STORED_BOOLS = {_TRUE: True, _FALSE: False}
 _DATETIME = b"t"
 _PICKLE, _JSON = b"p", b"j"
 _PICKLE_TAG, _JSON_TAG = _PICKLE[0], _JSON[0]

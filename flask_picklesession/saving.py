@@ -12,7 +12,7 @@ import logging
 import typing as t
 
 from .binding import warn_corrupt
-from .codec import COMPRESSED_TAGS, IMMUTABLE_TYPES, pack, plain_size
+from .codec import COMPRESSED_TAGS, IMMUTABLE_TYPES, STORED_BOOLS, pack, plain_size
 from .cookie import make_cookie
 from .errors import SerializationError, SessionTooLarge
 from .ids import short_hash
@@ -180,13 +180,20 @@ def _same_types(a: t.Any, b: t.Any) -> bool:
 
 
 def _is_permanent(session: ServerSession) -> bool:
-    if "_permanent" in session._values or session._entries is not None:
-        value = session._values.get("_permanent")
-        if value is None and session._entries and "_permanent" in session._entries:
-            value = session.get("_permanent")
-        return bool(value)
-    cookie = session._binding.cookie
-    return bool(cookie and cookie.permanent)
+    values = session._values
+    if "_permanent" in values:
+        return bool(values["_permanent"])
+    entries = session._entries
+    if entries is None:
+        cookie = session._binding.cookie
+        return bool(cookie and cookie.permanent)
+    entry = entries.get("_permanent")
+    if entry is None or "_permanent" in session._deleted:
+        return False
+    # Flask stores a bool: read it from the entry (MAC-checked at load) as
+    # it is, without decoding a value the request did not ask for.
+    flag = STORED_BOOLS.get(entry.value)
+    return flag if flag is not None else bool(session.get("_permanent"))
 
 
 def _cookie(session: ServerSession, stamp: int) -> CookieUpdate:

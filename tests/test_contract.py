@@ -155,6 +155,30 @@ def test_permanent_read_refreshes_cookie_but_not_data(make_app, store, raw_store
     assert sid_of(c) == sid
 
 
+@pytest.mark.parametrize(
+    ("flag", "persistent"), [(True, True), (False, False), ("yes", True), (0, False)]
+)
+def test_a_read_only_request_keeps_the_stored_permanence(app, flag, persistent):
+    """The permanent flag is read as stored, bool or not, whatever the cookie says."""
+
+    @app.route("/flag")
+    def set_flag():
+        flask.session["a"] = "1"
+        flask.session["_permanent"] = flag
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/flag")
+    rv = c.get("/get/a")
+    assert rv.data == b"'1'"
+    (header,) = set_cookie_headers(rv) or [""]
+    assert ("Expires=" in header) is persistent
+    # The cookie was made as the flag says, so a read re-sends it only when
+    # permanent; the flag itself is left unread.
+    assert bool(header) is persistent
+
+
 def test_permanent_untouched_request_sends_nothing_until_refresh_is_due(
     make_app, store
 ):
