@@ -28,6 +28,7 @@ if t.TYPE_CHECKING:
     from .keys import KeyRing
     from .record import Entry
     from .settings import Settings
+    from .verified import VerifiedRecord
 
 logger = logging.getLogger("flask_picklesession")
 
@@ -87,6 +88,8 @@ class Binding:
         self.raw_cookie = raw_cookie
         #: The record as loaded and verified (appended saves make it grow).
         self.loaded_record = b""
+        #: What verifying it gave, or None before a load.
+        self.loaded: VerifiedRecord | None = None
         config = app.config
         # Read now, not on first use: almost every request with a cookie
         # needs these, and a lazy attribute costs more than reading them.
@@ -171,10 +174,11 @@ class Binding:
             record = self.store.load(self.key(sid), ttl)
             if record is None:
                 return None
-            entries, stale = verified_record(self.ring, sid, record)
-            self.codec.check(entries.values())
+            verified = verified_record(self.ring, sid, record)
+            self.codec.check(verified.entries.values())
             self.loaded_record = record
-            return entries, stale
+            self.loaded = verified
+            return verified.entries, verified.stale
         except CorruptRecord as exc:
             warn_corrupt(sid, str(exc))
             return None

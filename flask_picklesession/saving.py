@@ -41,6 +41,7 @@ if t.TYPE_CHECKING:
     from .binding import Binding
     from .record import Op
     from .session import ServerSession
+    from .verified import Sizes
 
 logger = logging.getLogger("flask_picklesession")
 
@@ -268,7 +269,8 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
     b = session._binding
     if not set(values) - _META_KEYS:
         return _DELETE if b.cookie is not None else None
-    _check_size(session, values)
+    sizes = _measure(values)
+    _refuse_over_limit(session, sizes[1])
     for _ in range(_CREATE_TRIES):
         if b.cookie is not None and session._id() == b.cookie.sid:
             session._renew_id()
@@ -280,7 +282,7 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
                 key: Entry(body[:MAC_SIZE], value)
                 for (key, value), body in zip(values.items(), sealed.values())
             }
-            remember_record(b.ring, session._id(), record, entries)
+            remember_record(b.ring, session._id(), record, entries, sizes)
             return _cookie(session, b.now)
         session._renew_id()
     raise RuntimeError("could not find an unused session id")  # pragma: no cover
@@ -296,16 +298,16 @@ def _patch(
     ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
     ops += _rekey_ops(session, set(sets) | deletes)
+    sizes: Sizes | None = None
     if session._entries is not None:
-        live: int | None = _check_size(session, _after_patch(session, sets, deletes))
+        sizes = _patched_sizes(session, sets, deletes)
     else:  # blind write: what it sets alone must fit
         _check_size(session, sets)
-        live = None
-    limit = _append_limit(session, ops, live)
+    limit = _append_limit(session, ops, sizes[0] if sizes else None)
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
         if limit and b.store.appends:
-            _remember_appended(session, ops, limit)
+            _remember_appended(session, ops, limit, sizes)
         return _cookie(session, _patched_stamp(b))
     if result == 0:
         return _DELETE
@@ -326,7 +328,9 @@ def _patch(
     return _create(session, sets)
 
 
-def _remember_appended(session: ServerSession, ops: list[Op], limit: int) -> None:
+def _remember_appended(
+    session: ServerSession, ops: list[Op], limit: int, sizes: Sizes | None
+) -> None:
     """Remember the record an appending store now holds, as verified.
 
     Unless another request changed it meanwhile, it is the loaded record
@@ -344,7 +348,7 @@ def _remember_appended(session: ServerSession, ops: list[Op], limit: int) -> Non
         t.cast("Mapping[str, Entry]", session._entries), b.loaded_record, ops
     )
     if entries is not None:
-        remember_record(b.ring, session._id(), record, entries)
+        remember_record(b.ring, session._id(), record, entries, sizes)
 
 
 def _patched_stamp(b: Binding) -> int:
@@ -415,40 +419,85 @@ def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> in
     return limit if grown <= limit else 0
 
 
-def _sizes(values: Mapping[str, bytes]) -> tuple[int, int]:
-    """``(stored, serialized)`` sizes of a record of ``values``.
+def _piece(key: str, value: bytes) -> tuple[int, int]:
+    """``(stored, serialized)`` bytes that one value takes in a record.
 
-    The serialized size counts values as before compression: it is what
-    ``PICKLESESSION_MAX_SIZE`` limits. Every write sizes the whole session,
-    so :func:`.record.piece_size` is inlined here, one-byte lengths first.
+    The serialized size counts a value as before compression: it is what
+    ``PICKLESESSION_MAX_SIZE`` limits. One-byte lengths, the common case,
+    are counted without a call.
     """
-    stored = serialized = 1
+    key_len = len(key) if key.isascii() else len(_key_bytes(key))
+    head = key_len + MAC_SIZE + (1 if key_len < 0x80 else varint_size(key_len))
+    size = len(value)
+    stored = head + size + (1 if size < 0x80 else varint_size(size))
+    if value[:1] in COMPRESSED_TAGS:
+        size = plain_size(value)
+    return stored, head + size + (1 if size < 0x80 else varint_size(size))
+
+
+def _measure(values: Mapping[str, bytes]) -> Sizes:
+    """The :data:`.verified.Sizes` of a record holding ``values``."""
+    stored = serialized = 1  # the version byte
+    pieces = {}
     for key, value in values.items():
-        key_len = len(key) if key.isascii() else len(_key_bytes(key))
-        head = key_len + MAC_SIZE + (1 if key_len < 0x80 else varint_size(key_len))
-        size = len(value)
-        stored += head + size + (1 if size < 0x80 else varint_size(size))
-        if value[:1] in COMPRESSED_TAGS:
-            size = plain_size(value)
-        serialized += head + size + (1 if size < 0x80 else varint_size(size))
-    return stored, serialized
+        pieces[key] = piece = _piece(key, value)
+        stored += piece[0]
+        serialized += piece[1]
+    return stored, serialized, pieces
 
 
-def _check_size(session: ServerSession, values: Mapping[str, bytes]) -> int:
-    """Refuse, before writing, a session over the limit; return its stored size."""
+def _check_size(session: ServerSession, values: Mapping[str, bytes]) -> None:
+    """Refuse, before writing, a session of ``values`` over the limit."""
+    _refuse_over_limit(session, _measure(values)[1])
+
+
+def _refuse_over_limit(session: ServerSession, serialized: int) -> None:
     limit = session._binding.max_size
-    stored, serialized = _sizes(values)
     if serialized > limit:
         raise SessionTooLarge(serialized, limit)
-    return stored
 
 
-def _after_patch(
+def _loaded_sizes(session: ServerSession) -> Sizes:
+    """Sizes of the loaded session, measured once per verified record."""
+    loaded = session._binding.loaded
+    entries = t.cast("Mapping[str, Entry]", session._entries)
+    if loaded is not None and loaded.sizes is not None and loaded.entries is entries:
+        return loaded.sizes
+    sizes = _measure({key: entry.value for key, entry in entries.items()})
+    if loaded is not None and loaded.entries is entries:
+        # Shared by requests: two may measure it at once, with one result.
+        loaded.sizes = sizes
+    return sizes
+
+
+def _patched_sizes(
     session: ServerSession, sets: dict[str, bytes], deletes: set[str]
-) -> dict[str, bytes]:
-    """The loaded session's values as this save leaves them."""
-    loaded = {key: entry.value for key, entry in (session._entries or {}).items()}
-    return _with_changes(loaded, sets, deletes)
+) -> Sizes:
+    """Sizes of the loaded session once this save's changes are applied;
+    a save over the limit is refused."""
+    sizes = _changed_sizes(_loaded_sizes(session), sets, deletes)
+    _refuse_over_limit(session, sizes[1])
+    return sizes
+
+
+def _changed_sizes(sizes: Sizes, sets: dict[str, bytes], deletes: set[str]) -> Sizes:
+    """``sizes`` after setting and deleting keys, measuring only those."""
+    stored, serialized, before = sizes
+    pieces = dict(before)
+    for key in deletes:
+        gone = pieces.pop(key, None)
+        if gone is not None:
+            stored -= gone[0]
+            serialized -= gone[1]
+    for key, value in sets.items():
+        old = pieces.get(key)
+        if old is not None:
+            stored -= old[0]
+            serialized -= old[1]
+        pieces[key] = new = _piece(key, value)
+        stored += new[0]
+        serialized += new[1]
+    return stored, serialized, pieces
 
 
 def _with_changes(

@@ -11,7 +11,8 @@ record this process wrote is put in as it is written: its entries are ones
 the process sealed or verified itself.
 
 Cached results are shared between requests, so they are frozen: entries
-come as a read-only mapping and the stale keys as a frozenset.
+come as a read-only mapping and the stale keys as a frozenset; only the
+sizes a save works out are added to them, once.
 """
 
 from __future__ import annotations
@@ -61,29 +62,51 @@ def verified_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
         return None
 
 
-#: Verified records, least recently used first: ``(ring, sid, record)`` to
-#: ``(entries, stale keys)``. An OrderedDict rather than ``lru_cache``, so that
-#: records this process wrote itself can be put in (:func:`remember_record`).
-_records: OrderedDict[
-    tuple[KeyRing, str, bytes], tuple[Mapping[str, Entry], frozenset[str]]
-] = OrderedDict()
+#: ``(stored bytes, serialized bytes, {key: (stored, serialized)})`` of a
+#: record's live entries, as a save measures them (see :mod:`.saving`).
+Sizes = tuple[int, int, dict[str, tuple[int, int]]]
 
 
-def verified_record(
-    ring: KeyRing, sid: str, record: bytes
-) -> tuple[Mapping[str, Entry], frozenset[str]]:
+class VerifiedRecord:
+    """A record's entries that passed their MAC checks, shared by requests.
+
+    ``sizes`` is worked out by the first save that needs it and kept here,
+    so writes to a remembered record measure only what they change.
+    """
+
+    __slots__ = ("entries", "sizes", "stale")
+
+    def __init__(
+        self,
+        entries: Mapping[str, Entry],
+        stale: frozenset[str],
+        sizes: Sizes | None = None,
+    ) -> None:
+        self.entries = entries
+        #: Keys whose MAC was made by a fallback key.
+        self.stale = stale
+        self.sizes = sizes
+
+
+#: Verified records, least recently used first, by ``(ring, sid, record)``.
+#: An OrderedDict rather than ``lru_cache``, so that records this process
+#: wrote itself can be put in (:func:`remember_record`).
+_records: OrderedDict[tuple[KeyRing, str, bytes], VerifiedRecord] = OrderedDict()
+
+
+def verified_record(ring: KeyRing, sid: str, record: bytes) -> VerifiedRecord:
     """:func:`.record.open_record`, remembering small records that verified.
 
     Raises :class:`.record.CorruptRecord` as it does; those are not kept.
     """
     if len(record) > RECORD_CACHE_MAX_BYTES:
         entries, stale = open_record(ring, sid, record)
-        return entries, frozenset(stale)
+        return VerifiedRecord(entries, frozenset(stale))
     key = (ring, sid, record)
     found = _records.get(key)
     if found is None:
         entries, stale = open_record(ring, sid, record)
-        found = (types.MappingProxyType(entries), frozenset(stale))
+        found = VerifiedRecord(types.MappingProxyType(entries), frozenset(stale))
         _keep(key, found)
         return found
     try:  # noqa: SIM105 (contextlib.suppress costs more, on every hit)
@@ -94,7 +117,11 @@ def verified_record(
 
 
 def remember_record(
-    ring: KeyRing, sid: str, record: bytes, entries: dict[str, Entry]
+    ring: KeyRing,
+    sid: str,
+    record: bytes,
+    entries: dict[str, Entry],
+    sizes: Sizes | None = None,
 ) -> None:
     """Remember a record this process has just stored, and what it holds.
 
@@ -105,13 +132,11 @@ def remember_record(
     finds the record verified, unless the store now holds other bytes.
     """
     if len(record) <= RECORD_CACHE_MAX_BYTES:
-        _keep((ring, sid, record), (types.MappingProxyType(entries), frozenset()))
+        remembered = VerifiedRecord(types.MappingProxyType(entries), frozenset(), sizes)
+        _keep((ring, sid, record), remembered)
 
 
-def _keep(
-    key: tuple[KeyRing, str, bytes],
-    value: tuple[Mapping[str, Entry], frozenset[str]],
-) -> None:
+def _keep(key: tuple[KeyRing, str, bytes], value: VerifiedRecord) -> None:
     _records[key] = value
     while len(_records) > RECORD_CACHE_SIZE:
         try:

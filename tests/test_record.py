@@ -236,7 +236,7 @@ def test_measured_entry_sizes_add_up_to_the_record(values):
     really takes, and what the filesystem store's merge counts against the
     size limit."""
     from flask_picklesession.codec import serialized_size
-    from flask_picklesession.saving import _sizes
+    from flask_picklesession.saving import _measure
 
     ring = KeyRing("k")
     record = build(
@@ -244,4 +244,22 @@ def test_measured_entry_sizes_add_up_to_the_record(values):
     )
     entries, _ = open_record(ring, SID, record)
     loaded = {key: entry.value for key, entry in entries.items()}
-    assert _sizes(loaded) == (len(record), serialized_size(parse_raw(record)))
+    assert _measure(loaded)[:2] == (len(record), serialized_size(parse_raw(record)))
+
+
+_values = st.dictionaries(
+    st.sampled_from(["a", "cart", "été", "x" * 130]),
+    st.binary(min_size=1, max_size=200)
+    | st.binary(max_size=300).map(lambda b: b"P" + encode_varint(len(b) * 7) + b),
+)
+
+
+@given(_values, _values, st.sets(st.sampled_from(["a", "cart", "gone"])))
+def test_sizes_after_a_save_are_measured_from_the_changes_alone(loaded, sets, deletes):
+    """Updating the loaded sizes with a save's changes gives what measuring
+    the whole session after it would."""
+    from flask_picklesession.saving import _changed_sizes, _measure, _with_changes
+
+    deletes -= set(sets)
+    after = _with_changes(dict(loaded), sets, deletes)
+    assert _changed_sizes(_measure(loaded), sets, deletes) == _measure(after)

@@ -78,6 +78,31 @@ def test_records_this_process_wrote_are_not_verified_again(app, store, verificat
     assert verifications["record"] == (0 if store.appends else 2)
 
 
+def test_writes_to_a_remembered_record_measure_only_their_changes(
+    app, store, monkeypatch
+):
+    from flask_picklesession import saving
+
+    measured = []
+    real_measure = saving._measure
+
+    def measure(values):
+        measured.append(sorted(values))
+        return real_measure(values)
+
+    monkeypatch.setattr(saving, "_measure", measure)
+    _add_counter(app)
+    c = app.test_client()
+    c.get("/bump/n")
+    c.get("/bump/m")
+    assert measured == [["n"]]  # at create; the next write finds the sizes kept
+    measured.clear()
+    for _ in range(3):
+        c.get("/bump/m")
+    # Records the store rewrote are measured once per write, on load.
+    assert measured == ([] if store.appends else [["m", "n"]] * 3)
+
+
 def test_a_record_changed_meanwhile_is_verified_and_merged(make_app, verifications):
     """Another request's save between this one's load and its append leaves
     other bytes than this process remembers: they are verified, not trusted,
@@ -138,7 +163,8 @@ def test_a_key_taken_out_of_service_no_longer_verifies(make_app):
 
 def test_remembered_results_are_read_only():
     ring = KeyRing("k")
-    entries, stale = verified.verified_record(ring, SID, _record(ring, {b"a": b"i1"}))
+    found = verified.verified_record(ring, SID, _record(ring, {b"a": b"i1"}))
+    entries, stale = found.entries, found.stale
     assert entries["a"].value == b"i1" and stale == frozenset()
     with pytest.raises(TypeError):
         entries["b"] = entries["a"]  # type: ignore[index]
@@ -148,7 +174,7 @@ def test_remembered_results_are_read_only():
 def test_large_records_and_failures_are_not_kept():
     ring = KeyRing("k")
     big = _record(ring, {b"a": b"s" + b"x" * verified.RECORD_CACHE_MAX_BYTES})
-    entries, _ = verified.verified_record(ring, SID, big)
+    entries = verified.verified_record(ring, SID, big).entries
     assert len(entries["a"].value) > verified.RECORD_CACHE_MAX_BYTES
     assert verified.remembered_records() == 0
 
