@@ -9,7 +9,13 @@ import pytest
 
 from flask_picklesession import verified
 from flask_picklesession.keys import KeyRing
-from flask_picklesession.record import CorruptRecord, build, parse_raw, seal
+from flask_picklesession.record import (
+    CorruptRecord,
+    build,
+    open_record,
+    parse_raw,
+    seal,
+)
 from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
 
 SID = "s" * 43
@@ -196,3 +202,43 @@ def test_the_same_record_of_another_session_is_not_served_from_memory():
     with pytest.raises(CorruptRecord):
         verified.verified_record(ring, "t" * 43, record)
     assert parse_raw(record)  # untouched by either call
+
+
+def test_remembering_from_many_threads_at_once(monkeypatch):
+    """The record cache is shared by a server's threads: lookups, inserts and
+    evictions racing each other neither fail nor mix records up."""
+    import sys
+    import threading
+
+    monkeypatch.setattr(verified, "RECORD_CACHE_SIZE", 3)
+    old_interval = sys.getswitchinterval()
+    # Switch threads as often as possible: a race is caught by chance, and
+    # these numbers catch an unguarded eviction in most runs.
+    sys.setswitchinterval(1e-6)
+    ring = KeyRing("k")
+    records = [_record(ring, {b"a": b"i%d" % n}) for n in range(8)]
+    errors = []
+
+    def work(offset):
+        try:
+            for i in range(20000):
+                n = (i + offset) % len(records)
+                if i % 3:
+                    found = verified.verified_record(ring, SID, records[n])
+                    assert found.entries["a"].value == b"i%d" % n
+                else:
+                    entries, _ = open_record(ring, SID, records[n])
+                    verified.remember_record(ring, SID, records[n], entries)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert errors == []
+    assert verified.remembered_records() <= 3 + len(threads)
