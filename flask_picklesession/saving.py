@@ -12,7 +12,7 @@ import logging
 import typing as t
 
 from .binding import warn_corrupt
-from .codec import COMPRESSED_TAGS, IMMUTABLE_TYPES, STORED_BOOLS, pack, plain_size
+from .codec import IMMUTABLE_TYPES, STORED_BOOLS, pack, plain_size
 from .cookie import make_cookie
 from .errors import SerializationError, SessionTooLarge
 from .ids import short_hash
@@ -30,7 +30,6 @@ from .record import (
     parse_raw,
     piece_size,
     seal,
-    varint_size,
 )
 from .store import CORRUPT, GONE, TOO_LARGE
 from .verified import remember_record
@@ -423,16 +422,11 @@ def _piece(key: str, value: bytes) -> tuple[int, int]:
     """``(stored, serialized)`` bytes that one value takes in a record.
 
     The serialized size counts a value as before compression: it is what
-    ``PICKLESESSION_MAX_SIZE`` limits. One-byte lengths, the common case,
-    are counted without a call.
+    ``PICKLESESSION_MAX_SIZE`` limits.
     """
-    key_len = len(key) if key.isascii() else len(_key_bytes(key))
-    head = key_len + MAC_SIZE + (1 if key_len < 0x80 else varint_size(key_len))
-    size = len(value)
-    stored = head + size + (1 if size < 0x80 else varint_size(size))
-    if value[:1] in COMPRESSED_TAGS:
-        size = plain_size(value)
-    return stored, head + size + (1 if size < 0x80 else varint_size(size))
+    kb = _key_bytes(key)
+    stored = piece_size(kb, MAC_SIZE + len(value))
+    return stored, piece_size(kb, MAC_SIZE + plain_size(value))
 
 
 def _measure(values: Mapping[str, bytes]) -> Sizes:
