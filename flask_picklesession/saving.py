@@ -306,7 +306,7 @@ def _patch(
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
         if limit and b.store.appends:
-            _remember_appended(session, ops, limit, sizes)
+            _remember_appended(session, ops, sizes)
         return _cookie(session, _patched_stamp(b))
     if result == 0:
         return _DELETE
@@ -328,19 +328,18 @@ def _patch(
 
 
 def _remember_appended(
-    session: ServerSession, ops: list[Op], limit: int, sizes: Sizes | None
+    session: ServerSession, ops: list[Op], sizes: Sizes | None
 ) -> None:
     """Remember the record an appending store now holds, as verified.
 
     Unless another request changed it meanwhile, it is the loaded record
-    with this save's entries appended: a write after a write, or the
-    redirect after a POST, then checks no MAC again. Were the stored bytes
-    other, the remembered ones would simply never be asked for.
+    with this save's entries appended (:func:`_append_limit` offered the
+    append only if that fits): a write after a write, or the redirect after
+    a POST, then checks no MAC again. Were the stored bytes other, the
+    remembered ones would simply never be asked for.
     """
     b = session._binding
     record = b.loaded_record + appendix(ops)
-    if len(record) > limit:
-        return  # the store rewrote the record instead
     # No entry is left MACed by a fallback key: this save re-sealed or deleted
     # each one, or its re-keying ops would have ruled out appending.
     entries = appended_entries(
