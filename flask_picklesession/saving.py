@@ -339,13 +339,15 @@ def _remember_appended(
     remembered ones would simply never be asked for.
     """
     b = session._binding
-    record = b.loaded_record + appendix(ops)
-    # No entry is left MACed by a fallback key: this save re-sealed or deleted
-    # each one, or its re-keying ops would have ruled out appending.
-    entries = appended_entries(
-        t.cast("Mapping[str, Entry]", session._entries), b.loaded_record, ops
-    )
+    if b.loaded is None:  # pragma: no cover (an append needs a loaded record)
+        return
+    # Predicted from what verifying the loaded bytes gave, not from the
+    # session's state. No entry is left MACed by a fallback key: this save
+    # re-sealed or deleted each one, or its re-keying ops would have ruled
+    # out appending.
+    entries = appended_entries(b.loaded.entries, b.loaded_record, ops)
     if entries is not None:
+        record = b.loaded_record + appendix(ops)
         remember_record(b.ring, session._id(), record, entries, sizes)
 
 
