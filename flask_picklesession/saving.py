@@ -129,8 +129,8 @@ def _changed_in_place(session: ServerSession, key: str, value: t.Any) -> bytes |
     encoding. Otherwise the value is re-encoded: the same bytes mean no
     change. A list, dict, set or tuple whose length changed has changed,
     without decoding the old value (equal ones have equal lengths), so an
-    append costs no second decode. Otherwise the old value is decoded and
-    compared.
+    append costs no second decode. Otherwise the stored value is decoded
+    and encoded again to compare.
     """
     codec = session._binding.codec
     fingerprint = session._fingerprints.get(key)
@@ -145,35 +145,28 @@ def _changed_in_place(session: ServerSession, key: str, value: t.Any) -> bytes |
     loaded = session._loaded_len.get(key)
     if loaded is not None and len(value) != loaded:
         return encoded
-    return None if _same(session, stored, value) else encoded
+    return None if _encodes_as(session, key, stored, encoded) else encoded
 
 
-def _same(session: ServerSession, stored: bytes, value: object) -> bool:
-    """Compare with the stored value when the bytes differ (a set re-pickled
-    in another order): equal, and of the same types all the way down."""
-    try:
-        old = session._binding.codec.decode(stored)
-        return bool(old == value) and _same_types(old, value)
-    except Exception:
-        return False
+def _encodes_as(
+    session: ServerSession, key: str, stored: bytes, encoded: bytes
+) -> bool:
+    """Whether the stored value, decoded and encoded again, gives ``encoded``.
 
-
-def _same_types(a: t.Any, b: t.Any) -> bool:
-    """Whether two equal values also agree in type at every level.
-
-    ``==`` calls ``1``, ``1.0`` and ``True`` equal, and a str equal to its
-    Markup, but each is stored, and read back, as what it is.
+    An unchanged value can encode to other bytes than were stored: a set
+    built by other steps, or in a process with another hash seed, iterates
+    in another order. Decoded afresh, the stored bytes give the value as
+    this request got it, which encodes as the value does if the request
+    left it alone. ``==`` would not tell: an object without ``__eq__``
+    equals only itself (a read-only request would then write it back over
+    a concurrent change), and an ``__eq__`` that looks at some attributes
+    would hide a change to the others.
     """
-    kind = type(a)
-    if kind is not type(b):
+    codec = session._binding.codec
+    try:
+        return codec.encode_plain(key, codec.decode(stored)) == encoded
+    except Exception:  # unreadable or no longer encodable: save the value
         return False
-    if issubclass(kind, dict):
-        return list(a) == list(b) and _same_types(list(a.items()), list(b.items()))
-    if issubclass(kind, (list, tuple)):
-        return all(map(_same_types, a, b))
-    if issubclass(kind, (set, frozenset)):
-        return {(type(x), x) for x in a} == {(type(x), x) for x in b}
-    return True
 
 
 # -- cookie ------------------------------------------------------------------
