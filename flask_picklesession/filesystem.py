@@ -110,7 +110,9 @@ class FileSystemStore(Store):
             return None
         except OSError as exc:
             # A link, a folder, a socket or a device: not a session file.
-            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.ENXIO):
+            # (ENOTDIR is not among them: the session folder itself is then
+            # no folder, and the store is unavailable, as it is for writes.)
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                 raise CorruptRecord("session entry is not a regular file") from exc
             raise StoreUnavailable(f"cannot open session file: {exc}") from exc
         info = os.fstat(fd)

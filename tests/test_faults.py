@@ -584,6 +584,19 @@ def test_session_file_replaced_by_directory(tmp_path):
     assert fa.errors == []
 
 
+def test_session_folder_replaced_by_a_file_is_unavailable(tmp_path):
+    """Not a corrupt entry: reading, like writing, finds no store to use, and
+    a user is not shown as logged out while the folder is broken."""
+    fa, c, _path, _sid = _session_file(tmp_path)
+    folder = tmp_path / "sessions"
+    shutil.rmtree(folder)
+    folder.write_bytes(b"not a folder")
+    for route in ["/json", "/set/b/2"]:
+        assert c.get(route).status_code == 503, route
+        assert_unavailable(fa.errors[-1], OSError)
+    assert folder.read_bytes() == b"not a folder"
+
+
 def test_symlinked_session_file_is_never_followed(tmp_path):
     """The link points at a file outside the folder that holds this very
     session's valid record: had it been followed, the session would load."""
