@@ -136,25 +136,23 @@ class Binding:
     def cookie_may_change(self) -> bool:
         """Could the cookie need re-sending although the session was not used?
 
-        Only a permanent cookie under ``SESSION_REFRESH_EACH_REQUEST`` whose
-        expiry is due a refresh, or one signed with a fallback key during a
-        rotation, does. Before the refresh is due, re-sending would repeat
-        the very cookie the browser holds, so nothing is sent. The flag and
-        stamp are peeked at unverified: a false one only leads to verifying.
+        A permanent cookie under ``SESSION_REFRESH_EACH_REQUEST`` is re-sent
+        on every response, as Flask does, and one signed with a fallback key
+        during a rotation is re-signed. The flag is peeked at unverified: a
+        false one only leads to verifying.
         """
         if self.raw_cookie is None:
             return False
         if self.app.config.get("SECRET_KEY_FALLBACKS"):
             return True
-        stamp = self.refreshed_stamp
-        return stamp is not None and self.is_due(stamp)
+        return self.refreshed_stamp is not None
 
     @_once
     def refreshed_stamp(self) -> int | None:
         """Stamp of a cookie Flask would refresh on every response, unverified.
 
-        Such a response varies with the cookie even when this package finds
-        nothing to re-send yet.
+        Such a response varies with the cookie, even when the cookie then
+        fails to verify and nothing is re-sent.
         """
         if self.raw_cookie is None or not self.refresh:
             return None

@@ -179,17 +179,33 @@ def test_a_read_only_request_keeps_the_stored_permanence(app, flag, persistent):
     assert bool(header) is persistent
 
 
-def test_permanent_untouched_request_sends_nothing_until_refresh_is_due(
+def test_permanent_untouched_request_resends_the_cookie_as_flask_does(make_app, store):
+    """Flask re-sends a permanent cookie on every response under
+    SESSION_REFRESH_EACH_REQUEST, whether the view used the session or not.
+    Before the refresh is due, that is the cookie the browser holds, and the
+    store is not asked."""
+    app = add_routes(make_app())
+    c = app.test_client()
+    first = set_cookie_headers(c.get("/permanent/a/1"))
+    store.reset()
+    rv = c.get("/untouched")
+    assert store.reset() == {}
+    assert set_cookie_headers(rv) == first
+    assert rv.headers["Vary"] == "Cookie"
+
+
+def test_untouched_request_with_a_forged_permanent_cookie_sends_nothing(
     make_app, store
 ):
     app = add_routes(make_app())
     c = app.test_client()
     c.get("/permanent/a/1")
+    value = cookie_value(c)
+    put_cookie(c, value[:-2] + ("AA" if value[-2:] != "AA" else "BB"))
     store.reset()
-    rv = c.get("/untouched")  # not due: the browser already holds this cookie
+    rv = c.get("/untouched")
     assert store.reset() == {}
     assert set_cookie_headers(rv) == []
-    assert rv.headers["Vary"] == "Cookie"  # as Flask's refreshed response would
 
 
 def test_permanent_untouched_request_refreshes_when_due(make_app, store, raw_store):
