@@ -130,9 +130,13 @@ class PickleSession(SessionInterface):
         self, app: Flask, session: SessionMixin, response: Response
     ) -> None:
         """Write what the request changed and update the cookie to match."""
-        if not isinstance(session, ServerSession):
+        if not isinstance(session, ServerSession) or session._save_failed:
             return
-        update = save(session)
+        try:
+            update = save(session)
+        except BaseException:
+            session._save_failed = True
+            raise
         if update is None:
             if session.accessed or session._binding.refreshed_stamp is not None:
                 vary_on_cookie(response)

@@ -47,6 +47,9 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     _cleared = False
     _forced = False
     _suppressed = False
+    #: Set when a save raised: Flask saves again after its error handler,
+    #: which would repeat the failure (and its timeout) and log it twice.
+    _save_failed = False
     #: Id this session had before :meth:`regenerate`, to delete on save.
     _replaced_sid: str | None = None
 

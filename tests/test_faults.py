@@ -553,6 +553,37 @@ def test_read_only_session_folder(mechanism, tmp_path, monkeypatch):
     assert session_json(fa, c) == {"a": "2"}
 
 
+class _RefusingStore(FileSystemStore):
+    """Refuses every write, counting the attempts."""
+
+    attempts = 0
+
+    def create(self, key: str, record: bytes, ttl: int) -> bool:
+        self.attempts += 1
+        raise StoreUnavailable("refused on purpose")
+
+    patch = create  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("handler", ["with a 500 handler", "without"])
+def test_a_save_that_failed_is_not_tried_again_for_the_error_page(tmp_path, handler):
+    """Flask saves the session once more after handling the error that the
+    save raised; that second try would only repeat the failure, its wait
+    (a Redis timeout) and its log entry."""
+    store = _RefusingStore(tmp_path / "sessions")
+    if handler == "without":
+        app = add_routes(flask.Flask("refusing_app"))
+        app.config.update(SECRET_KEY=SECRET, PICKLESESSION_STORE=store)
+        PickleSession(app)
+        app.logger.disabled = True
+        assert app.test_client().get("/set/a/1").status_code == 500
+    else:
+        fa = fault_app(store)
+        assert fa.app.test_client().get("/set/a/1").status_code == 503
+        assert_unavailable(fa.errors[-1], type(None))
+    assert store.attempts == 1
+
+
 # -- session files replaced by other things --------------------------------------------
 
 
