@@ -13,7 +13,7 @@ from .cookie import raw_cookie
 from .headers import CookieOptions, set_session_cookie, vary_on_cookie
 from .saving import save
 from .session import ServerSession
-from .settings import build_settings
+from .settings import build_settings, config_source
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -102,20 +102,30 @@ class PickleSession(SessionInterface):
     def init_app(self, app: Flask) -> None:
         """Install on ``app`` and check its configuration now."""
         app.session_interface = self
-        self.pickle_based = self.settings_for(app).codec.name == "pickle"
+        self.settings_for(app)
 
     def settings_for(self, app: Flask) -> Settings:
-        """Return the checked ``PICKLESESSION_*`` settings of ``app``."""
+        """Return the checked ``PICKLESESSION_*`` settings of ``app``.
+
+        Built on first use and rebuilt when one of those keys changes, so a
+        value set after :meth:`init_app` (a test, an app factory) applies
+        from the next request on.
+        """
         last = self._last
-        if last is not None and last[0]() is app:
+        if (
+            last is not None
+            and last[0]() is app
+            and last[1].source == config_source(app.config)
+        ):
             return last[1]
         # current_app is a proxy, which cannot be weakly referenced.
         unwrap = getattr(app, "_get_current_object", None)
         if unwrap is not None:
             app = unwrap()
         settings = self._settings.get(app)
-        if settings is None:
+        if settings is None or settings.source != config_source(app.config):
             settings = self._settings[app] = build_settings(app, self._overrides)
+            self.pickle_based = settings.codec.name == "pickle"
         self._last = (weakref.ref(app), settings)
         return settings
 

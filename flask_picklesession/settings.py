@@ -1,8 +1,9 @@
-"""Per-app settings, read once from ``app.config`` and validated there.
+"""Per-app settings, read from ``app.config`` and validated there.
 
 Flask's own cookie keys (``SESSION_COOKIE_*``, ``SESSION_REFRESH_EACH_REQUEST``,
 ``PERMANENT_SESSION_LIFETIME``) and the secret keys are read on every request,
-as Flask does; only the ``PICKLESESSION_*`` keys are frozen here.
+as Flask does. The ``PICKLESESSION_*`` keys build a store and a codec, so
+they are read once, and again only when one of them is given a new value.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ DEFAULTS: dict[str, t.Any] = {
     "PICKLESESSION_MAX_SIZE": 256 * 1024,
     "PICKLESESSION_PICKLE_ALLOWLIST": None,
 }
+#: The keys whose values :class:`Settings` are built from.
+WATCHED_KEYS = tuple(DEFAULTS)
 _FILE_PREFIX = re.compile(r"(?:[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,99})?")
 _GLOBAL_NAME = re.compile(r"[\w.]+\.\w+")
 
@@ -44,6 +47,8 @@ class Settings:
     codec: Codec
     key_prefix: str
     max_size: int
+    #: The values of :data:`WATCHED_KEYS` these settings were built from.
+    source: tuple[object, ...] = dataclasses.field(default=(), compare=False)
     keyring: t.Callable[[object, object], KeyRing] = dataclasses.field(
         default_factory=keyring_cache, compare=False
     )
@@ -55,8 +60,14 @@ def _option(app: Flask, overrides: dict[str, t.Any], name: str) -> t.Any:
     return app.config.get(name, DEFAULTS[name])
 
 
+def config_source(config: t.Mapping[str, t.Any]) -> tuple[object, ...]:
+    """The values settings depend on, to tell when they must be rebuilt."""
+    return tuple(map(config.get, WATCHED_KEYS))
+
+
 def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
     """Read and check the ``PICKLESESSION_*`` keys; explicit arguments win."""
+    source = config_source(app.config)
     serializer = _option(app, overrides, "PICKLESESSION_SERIALIZER")
     if serializer not in ("pickle", "json"):
         raise ConfigurationError(
@@ -75,7 +86,8 @@ def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
     max_size = _option(app, overrides, "PICKLESESSION_MAX_SIZE")
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 64:
         raise ConfigurationError("PICKLESESSION_MAX_SIZE must be an int of at least 64")
-    return Settings(store, make_codec(serializer, allowlist), prefix, max_size)
+    codec = make_codec(serializer, allowlist)
+    return Settings(store, codec, prefix, max_size, source)
 
 
 def _allowlist(value: object) -> frozenset[str] | None:

@@ -15,6 +15,7 @@ from flask_picklesession import (
     FileSystemStore,
     PickleSession,
     RedisStore,
+    SessionTooLarge,
 )
 
 BAD = [
@@ -100,6 +101,42 @@ def test_settings_read_lazily_on_first_request(tmp_path):
 
     app.test_client().get("/")
     assert any(p.name.startswith("late:") for p in (tmp_path / "sessions").iterdir())
+
+
+def test_keys_changed_after_init_apply_from_the_next_request(tmp_path):
+    app = make(tmp_path, TESTING=True)
+    ps = PickleSession(app)
+    first = ps.settings_for(app)
+    assert ps.settings_for(app) is first  # nothing changed: nothing rebuilt
+
+    @app.route("/set/<int:size>")
+    def set_blob(size):
+        flask.session["blob"] = "x" * size
+        return "ok"
+
+    c = app.test_client()
+    assert c.get("/set/500").status_code == 200
+    app.config.update(PICKLESESSION_MAX_SIZE=200, PICKLESESSION_SERIALIZER="json")
+    with pytest.raises(SessionTooLarge):
+        c.get("/set/300")
+    assert ps.settings_for(app).codec.name == "json" and not ps.pickle_based
+    app.config["PICKLESESSION_FILE_DIR"] = str(tmp_path / "elsewhere")
+    assert app.test_client().get("/set/10").status_code == 200
+    names = [p.name for p in (tmp_path / "elsewhere").iterdir()]
+    assert [n for n in names if n.startswith("session:")] != []
+
+
+def test_a_bad_value_set_after_init_fails_the_next_request(tmp_path):
+    app = make(tmp_path, TESTING=True)
+    PickleSession(app)
+    app.config["PICKLESESSION_SERIALIZER"] = "yaml"
+
+    @app.route("/")
+    def index():
+        return "ok"
+
+    with pytest.raises(ConfigurationError, match="PICKLESESSION_SERIALIZER"):
+        app.test_client().get("/")
 
 
 @pytest.mark.parametrize("lifetime", [0, -5, datetime.timedelta(0)])
