@@ -151,7 +151,8 @@ def _redis_module() -> t.Any:
     return redis
 
 
-def _check_client(client: object, name: str) -> None:
+def check_client(client: object, name: str) -> None:
+    """Refuse, naming ``name``, what cannot serve as the store's client."""
     missing = [m for m in _REQUIRED if not callable(getattr(client, m, None))]
     if missing:
         raise ConfigurationError(
@@ -222,7 +223,7 @@ class RedisStore(Store):
     def __init__(
         self, client: t.Any, *, _config_name: str = "RedisStore client"
     ) -> None:
-        _check_client(client, _config_name)
+        check_client(client, _config_name)
         self._redis = redis = _redis_module()
         # RedisClusterException is not a RedisError; both mean "unavailable".
         self._client_errors: tuple[type[BaseException], ...] = (

@@ -9,6 +9,7 @@ they are read once, and again only when one of them is given a new value.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import typing as t
@@ -35,6 +36,7 @@ DEFAULTS: dict[str, t.Any] = {
 }
 #: The keys whose values :class:`Settings` are built from.
 WATCHED_KEYS = tuple(DEFAULTS)
+logger = logging.getLogger("flask_picklesession")
 _FILE_PREFIX = re.compile(r"(?:[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,99})?")
 _GLOBAL_NAME = re.compile(r"[\w.]+\.\w+")
 
@@ -115,6 +117,11 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
         folder = _option(app, overrides, "PICKLESESSION_FILE_DIR")
         if folder is None:
             folder = os.path.join(app.instance_path, "sessions")
+        if not isinstance(folder, (str, os.PathLike)):
+            raise ConfigurationError(
+                f"PICKLESESSION_FILE_DIR must be a path, not {folder!r}"
+            )
+        _warn_unused_redis(app, overrides, folder)
         return FileSystemStore(folder)
     if choice == "redis":
         return _redis_store(app, overrides)
@@ -122,6 +129,34 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
         "PICKLESESSION_STORE must be 'filesystem', 'redis' or a Store object,"
         f" not {choice!r}"
     )
+
+
+def _warn_unused_redis(
+    app: Flask, overrides: dict[str, t.Any], folder: str | os.PathLike[str]
+) -> None:
+    """Say so when Redis is configured but the store is the folder.
+
+    ``PICKLESESSION_STORE`` decides, and defaults to the folder; a client or
+    URL set without it is easily meant to be used. A client that is not one
+    is refused all the same, never kept for later.
+    """
+    from .redis_store import check_client
+
+    client = _option(app, overrides, "PICKLESESSION_REDIS")
+    if client is not None:
+        check_client(client, "PICKLESESSION_REDIS")
+    given = [
+        key
+        for key in ("PICKLESESSION_REDIS", "PICKLESESSION_REDIS_URL")
+        if _option(app, overrides, key) is not None and key in app.config
+    ]
+    if given:
+        logger.warning(
+            "%s is set, but PICKLESESSION_STORE is 'filesystem': sessions are"
+            " kept in %s; set PICKLESESSION_STORE = 'redis' to use Redis",
+            " and ".join(given),
+            os.fspath(folder),
+        )
 
 
 def _redis_store(app: Flask, overrides: dict[str, t.Any]) -> Store:

@@ -48,6 +48,25 @@ def test_bad_setting_fails_at_init_naming_the_key(tmp_path, key, value):
         PickleSession(make(tmp_path, **config))
 
 
+def test_a_wrong_redis_client_is_refused_even_without_the_redis_store(tmp_path):
+    with pytest.raises(ConfigurationError, match="PICKLESESSION_REDIS"):
+        PickleSession(make(tmp_path, PICKLESESSION_REDIS=object()))
+
+
+@pytest.mark.parametrize("key", ["PICKLESESSION_REDIS", "PICKLESESSION_REDIS_URL"])
+def test_redis_configured_without_the_redis_store_is_logged(
+    tmp_path, redis_client, caplog, key
+):
+    value = redis_client if key == "PICKLESESSION_REDIS" else "redis://127.0.0.1:1/0"
+    app = make(tmp_path, **{key: value})
+    with caplog.at_level("WARNING", logger="flask_picklesession"):
+        settings = PickleSession(app).settings_for(app)
+    assert isinstance(settings.store, FileSystemStore)
+    (record,) = [r for r in caplog.records if r.name == "flask_picklesession"]
+    assert key in record.getMessage()
+    assert "PICKLESESSION_STORE = 'redis'" in record.getMessage()
+
+
 def test_defaults(tmp_path):
     app = make(tmp_path)
     settings = PickleSession(app).settings_for(app)
