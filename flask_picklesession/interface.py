@@ -13,7 +13,7 @@ from .cookie import raw_cookie
 from .headers import CookieOptions, set_session_cookie, vary_on_cookie
 from .saving import save
 from .session import ServerSession
-from .settings import build_settings, config_source
+from .settings import build_settings, check_arguments, config_source
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -81,6 +81,7 @@ class PickleSession(SessionInterface):
             "PICKLESESSION_MAX_SIZE": max_size,
             "PICKLESESSION_PICKLE_ALLOWLIST": pickle_allowlist,
         }
+        check_arguments(self._overrides)
         if serializer == "json":
             self.pickle_based = False
         self._settings: weakref.WeakKeyDictionary[Flask, Settings] = (

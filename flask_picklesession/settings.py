@@ -71,40 +71,85 @@ def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
     """Read and check the ``PICKLESESSION_*`` keys; explicit arguments win."""
     source = config_source(app.config)
     serializer = _option(app, overrides, "PICKLESESSION_SERIALIZER")
-    if serializer not in ("pickle", "json"):
-        raise ConfigurationError(
-            f"PICKLESESSION_SERIALIZER must be 'pickle' or 'json', not {serializer!r}"
-        )
+    _check_serializer(serializer, "PICKLESESSION_SERIALIZER")
     allowlist = _allowlist(_option(app, overrides, "PICKLESESSION_PICKLE_ALLOWLIST"))
     store = _store(app, overrides)
     prefix = _option(app, overrides, "PICKLESESSION_KEY_PREFIX")
-    if not isinstance(prefix, str):
-        raise ConfigurationError("PICKLESESSION_KEY_PREFIX must be a str")
+    _check_prefix(prefix, "PICKLESESSION_KEY_PREFIX")
     if isinstance(store, FileSystemStore) and not _FILE_PREFIX.fullmatch(prefix):
         raise ConfigurationError(
             "PICKLESESSION_KEY_PREFIX must be letters, digits and _ . : - (not"
             f" starting with '.') with the filesystem store, not {prefix!r}"
         )
     max_size = _option(app, overrides, "PICKLESESSION_MAX_SIZE")
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 64:
-        raise ConfigurationError("PICKLESESSION_MAX_SIZE must be an int of at least 64")
+    _check_max_size(max_size, "PICKLESESSION_MAX_SIZE")
     codec = make_codec(serializer, allowlist)
     return Settings(store, codec, prefix, max_size, source)
 
 
-def _allowlist(value: object) -> frozenset[str] | None:
+#: Constructor arguments, by the config key each stands for.
+ARGUMENTS = {
+    "PICKLESESSION_STORE": "store",
+    "PICKLESESSION_SERIALIZER": "serializer",
+    "PICKLESESSION_KEY_PREFIX": "key_prefix",
+    "PICKLESESSION_MAX_SIZE": "max_size",
+    "PICKLESESSION_PICKLE_ALLOWLIST": "pickle_allowlist",
+}
+
+
+def check_arguments(overrides: dict[str, t.Any]) -> None:
+    """Check the constructor's arguments when given, naming each argument."""
+    checks: dict[str, t.Callable[[t.Any, str], object]] = {
+        "PICKLESESSION_STORE": _check_store_choice,
+        "PICKLESESSION_SERIALIZER": _check_serializer,
+        "PICKLESESSION_KEY_PREFIX": _check_prefix,
+        "PICKLESESSION_MAX_SIZE": _check_max_size,
+        "PICKLESESSION_PICKLE_ALLOWLIST": _allowlist,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            checks[key](value, f"the {ARGUMENTS[key]} argument")
+
+
+def _check_store_choice(value: object, name: str) -> None:
+    if not isinstance(value, Store) and value not in ("filesystem", "redis"):
+        raise ConfigurationError(
+            f"{name} must be 'filesystem', 'redis' or a Store object, not {value!r}"
+        )
+
+
+def _check_serializer(value: object, name: str) -> None:
+    if value not in ("pickle", "json"):
+        raise ConfigurationError(f"{name} must be 'pickle' or 'json', not {value!r}")
+
+
+def _check_prefix(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str, not {value!r}")
+
+
+def _check_max_size(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 64:
+        raise ConfigurationError(
+            f"{name} must be an int of at least 64 (bytes), not {value!r}"
+        )
+
+
+def _allowlist(
+    value: object, name: str = "PICKLESESSION_PICKLE_ALLOWLIST"
+) -> frozenset[str] | None:
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ConfigurationError(
-            "PICKLESESSION_PICKLE_ALLOWLIST must be a list of 'module.Name' strings"
+            f"{name} must be a list of 'module.Name' strings, not {value!r}"
+            f" (for one name: [{value!r}])"
         )
     names = frozenset(t.cast("t.Iterable[object]", value))
     bad = [n for n in names if not isinstance(n, str) or not _GLOBAL_NAME.fullmatch(n)]
     if bad:
         raise ConfigurationError(
-            "PICKLESESSION_PICKLE_ALLOWLIST entries must look like"
-            f" 'module.Name': {bad!r}"
+            f"{name} entries must look like 'module.Name': {bad!r}"
         )
     return t.cast("frozenset[str]", names)
 
@@ -113,6 +158,7 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
     choice = _option(app, overrides, "PICKLESESSION_STORE")
     if isinstance(choice, Store):
         return choice
+    _check_store_choice(choice, "PICKLESESSION_STORE")
     if choice == "filesystem":
         folder = _option(app, overrides, "PICKLESESSION_FILE_DIR")
         if folder is None:
@@ -123,12 +169,7 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
             )
         _warn_unused_redis(app, overrides, folder)
         return FileSystemStore(folder)
-    if choice == "redis":
-        return _redis_store(app, overrides)
-    raise ConfigurationError(
-        "PICKLESESSION_STORE must be 'filesystem', 'redis' or a Store object,"
-        f" not {choice!r}"
-    )
+    return _redis_store(app, overrides)
 
 
 def _warn_unused_redis(

@@ -67,6 +67,21 @@ def test_redis_configured_without_the_redis_store_is_logged(
     assert "PICKLESESSION_STORE = 'redis'" in record.getMessage()
 
 
+ARGUMENT_BAD = [
+    ("store", "memcached"),
+    ("serializer", "yaml"),
+    ("key_prefix", 5),
+    ("max_size", -1),
+    ("pickle_allowlist", "datetime.date"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), ARGUMENT_BAD)
+def test_bad_argument_fails_at_construction_naming_it(name, value):
+    with pytest.raises(ConfigurationError, match=f"the {name} argument"):
+        PickleSession(**{name: value})
+
+
 def test_defaults(tmp_path):
     app = make(tmp_path)
     settings = PickleSession(app).settings_for(app)
