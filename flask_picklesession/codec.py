@@ -29,7 +29,7 @@ from .keys import MAC_SIZE
 from .record import CorruptRecord, encode_varint, piece_size, read_varint
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from .record import Entry
 
@@ -222,6 +222,52 @@ def _describe(value: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _parts(value: object) -> Iterator[tuple[str, object]]:
+    """``(path, part)`` of what a value is made of, for error messages."""
+    if isinstance(value, dict):
+        for k, v in list(value.items()):
+            yield f"[{k!r}]", v
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield f"[{i}]", v
+    elif isinstance(value, (set, frozenset)):
+        for v in list(value):
+            yield " (in a set)", v
+    else:
+        attributes = getattr(value, "__dict__", None)
+        if isinstance(attributes, dict):
+            for name, v in list(attributes.items()):
+                yield f".{name}", v
+
+
+def locate(value: object, fails: t.Callable[[object], bool]) -> tuple[str, object]:
+    """The path to, and the innermost part of ``value`` that ``fails`` alone.
+
+    Only run once encoding has failed, so that the message can point at the
+    lock inside the cart rather than at the cart.
+    """
+    path = ""
+    for _ in range(50):  # deep enough for any session; cycles end here too
+        for sub_path, part in _parts(value):
+            if fails(part):
+                path, value = path + sub_path, part
+                break
+        else:
+            break
+    return path, value
+
+
+def _raises(encode: t.Callable[[object], object]) -> t.Callable[[object], bool]:
+    def fails(part: object) -> bool:
+        try:
+            encode(part)
+        except Exception:
+            return True
+        return False
+
+    return fails
+
+
 class Codec:
     """Base of the two serializers; subclasses encode what natives cannot."""
 
@@ -337,9 +383,12 @@ class JSONCodec(Codec):
         try:
             text = json.dumps(_tag(value), separators=(",", ":"))
         except (TypeError, ValueError, RecursionError) as exc:
+            path, part = locate(
+                value, _raises(lambda v: json.dumps(_tag(v), separators=(",", ":")))
+            )
             raise SerializationError(
-                f"session[{key!r}] holds a {_describe(value)}, which strict JSON"
-                f" mode cannot store ({exc}); store JSON types, tuples, bytes,"
+                f"session[{key!r}]{path} holds a {_describe(part)}, which strict"
+                f" JSON mode cannot store ({exc}); store JSON types, tuples, bytes,"
                 " Markup, UUID or datetime, or use PICKLESESSION_SERIALIZER ="
                 " 'pickle'",
                 key,
@@ -428,10 +477,12 @@ class PickleCodec(Codec):
                 key,
             ) from None
         except Exception as exc:  # pickle raises TypeError, AttributeError, ...
+            path, part = locate(value, _raises(self._dumps))
             raise SerializationError(
-                f"session[{key!r}] holds a {_describe(value)}, which cannot be"
-                f" pickled ({type(exc).__name__}: {exc}); store plain data instead"
-                " of open files, sockets, locks or connections",
+                f"session[{key!r}]{path} holds a {_describe(part)}, which cannot be"
+                f" pickled ({type(exc).__name__}: {exc}); store plain data: open"
+                " files, sockets, locks, connections, lambdas and classes defined"
+                " inside functions cannot be pickled",
                 key,
             ) from exc
         return _PICKLE + _strip_pickle_header(data)

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import pickle
+import threading
 import uuid
 import zlib
 
@@ -100,6 +101,26 @@ def test_json_refuses_other_types_naming_the_key(value):
     with pytest.raises(SerializationError, match="'basket'") as info:
         JSONCodec().encode("basket", value)
     assert info.value.key == "basket" and isinstance(info.value, TypeError)
+
+
+class Holder:
+    def __init__(self, held):
+        self.held = held
+
+
+@pytest.mark.parametrize(
+    ("codec", "value", "where", "what"),
+    [
+        (PickleCodec(), {"a": [1, threading.Lock()]}, "['a'][1]", "_thread.lock"),
+        (PickleCodec(), Holder((2, threading.Lock())), ".held[1]", "_thread.lock"),
+        (PickleCodec(), [lambda: 1], "[0]", "builtins.function"),
+        (JSONCodec(), {"d": [datetime.date(2024, 1, 1)]}, "['d'][0]", "datetime.date"),
+    ],
+)
+def test_an_unstorable_part_is_named_where_it_sits(codec, value, where, what):
+    with pytest.raises(SerializationError) as info:
+        codec.encode("basket", value)
+    assert f"session['basket']{where} holds a {what}," in str(info.value)
 
 
 def test_json_refuses_pickled_entries_without_unpickling(monkeypatch):
