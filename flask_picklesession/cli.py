@@ -25,6 +25,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .errors import SessionError
+from .filesystem import FileSystemStore
 from .ids import is_valid_sid, short_hash
 from .operator import (
     CURRENT,
@@ -261,6 +262,14 @@ def clear(yes: bool) -> None:
     by listing the folder or by Redis SCAN, never KEYS or FLUSHDB.
     """
     target = _target()
+    if not target.prefix and not isinstance(target.store, FileSystemStore):
+        # The session folder holds only sessions; a Redis database may hold
+        # anything, and another key can look like a session id.
+        raise click.UsageError(
+            "PICKLESESSION_KEY_PREFIX is empty, so sessions cannot be told from"
+            " other keys of the store; delete them by hand (in a database of"
+            " their own, FLUSHDB) or set a prefix"
+        )
     keys, others = session_keys(target)
     if not yes:
         raise click.UsageError(

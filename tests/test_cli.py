@@ -411,6 +411,21 @@ def test_clear_deletes_sessions_and_nothing_else(app: Flask) -> None:
     assert list(store.scan("elsewhere:"))
 
 
+def test_clear_with_an_empty_prefix_leaves_redis_alone(
+    store_config: dict[str, t.Any],
+) -> None:
+    """In Redis a foreign key can look like a session id; the session folder
+    holds sessions only, so it can still be cleared."""
+    app = build_app(store_config, PICKLESESSION_KEY_PREFIX="")
+    sid = new_session(app)
+    store = store_of(app)
+    result = run(app, "clear", "--yes")
+    on_redis = store_config["PICKLESESSION_STORE"] == "redis"
+    assert result.exit_code == (2 if on_redis else 0), result.output
+    assert ("PICKLESESSION_KEY_PREFIX is empty" in result.output) is on_redis
+    assert (store.info(sid) is not None) is on_redis
+
+
 def test_clear_with_progress(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_module, "PROGRESS_MIN", 2)
     for _ in range(3):
