@@ -1,7 +1,5 @@
 """Server-side sessions for Flask with a signed id cookie and MAC-checked storage."""
 
-from __future__ import annotations
-
 from .errors import ConfigurationError as ConfigurationError
 from .errors import SerializationError as SerializationError
 from .errors import SessionError as SessionError

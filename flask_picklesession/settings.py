@@ -9,6 +9,7 @@ they are read once, and again only when one of them is given a new value.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -70,6 +71,7 @@ def config_source(config: t.Mapping[str, t.Any]) -> tuple[object, ...]:
 def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
     """Read and check the ``PICKLESESSION_*`` keys; explicit arguments win."""
     source = config_source(app.config)
+    _warn_unknown_keys(app.config)
     serializer = _option(app, overrides, "PICKLESESSION_SERIALIZER")
     _check_serializer(serializer, "PICKLESESSION_SERIALIZER")
     allowlist = _allowlist(_option(app, overrides, "PICKLESESSION_PICKLE_ALLOWLIST"))
@@ -168,8 +170,21 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
                 f"PICKLESESSION_FILE_DIR must be a path, not {folder!r}"
             )
         _warn_unused_redis(app, overrides, folder)
-        return FileSystemStore(folder)
+        # Relative to the directory the app started in, and kept there.
+        return FileSystemStore(os.path.abspath(folder))
     return _redis_store(app, overrides)
+
+
+def _warn_unknown_keys(config: t.Mapping[str, t.Any]) -> None:
+    """A misspelt key would otherwise leave its default in place unnoticed."""
+    for key in config:
+        if key.startswith("PICKLESESSION_") and key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            logger.warning(
+                "%s is not a flask-picklesession setting and is ignored%s",
+                key,
+                f"; did you mean {close[0]}?" if close else "",
+            )
 
 
 def _warn_unused_redis(

@@ -82,6 +82,24 @@ def test_bad_argument_fails_at_construction_naming_it(name, value):
         PickleSession(**{name: value})
 
 
+def test_a_misspelt_key_is_logged_with_the_likely_one(tmp_path, caplog):
+    app = make(tmp_path, PICKLESESSION_SERIALISER="json")
+    with caplog.at_level("WARNING", logger="flask_picklesession"):
+        PickleSession(app)
+    (record,) = [r for r in caplog.records if r.name == "flask_picklesession"]
+    assert "PICKLESESSION_SERIALISER is not a flask-picklesession setting" in (
+        record.getMessage()
+    )
+    assert "did you mean PICKLESESSION_SERIALIZER?" in record.getMessage()
+
+
+def test_a_relative_folder_stays_where_the_app_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make(tmp_path, PICKLESESSION_FILE_DIR="relative")
+    settings = PickleSession(app).settings_for(app)
+    assert settings.store.directory == str(tmp_path / "relative")
+
+
 def test_defaults(tmp_path):
     app = make(tmp_path)
     settings = PickleSession(app).settings_for(app)
