@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import re
 import sys
 import typing as t
 
@@ -79,14 +80,35 @@ def _target() -> Target:
     return target_for(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
+_SHORT_HASH = re.compile(r"[0-9a-f]{12}")
+
+
 def _sid_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Refuse a malformed id before it becomes part of a store key."""
-    if not is_valid_sid(value):
+    if not is_valid_sid(value) and not _SHORT_HASH.fullmatch(value):
         raise click.BadParameter(
             "not a session id: expected 43 characters of URL-safe base64, the"
-            " part of the cookie before the first '.'"
+            " part of the cookie before the first '.', or the 12-character name"
+            " that logs and stats give a session"
         )
     return value
+
+
+def _resolve(target: Target, value: str) -> str:
+    """The session id that ``value`` is, or that the name ``value`` stands for.
+
+    Logs and ``stats`` name sessions by a short hash of their id; finding the
+    id takes one pass over the sessions.
+    """
+    if is_valid_sid(value):
+        return value
+    keys, _ = session_keys(target)
+    found = {target.sid(k) for k in keys if short_hash(target.sid(k)) == value}
+    if len(found) != 1:
+        raise click.ClickException(
+            f"no session is named {value}" if not found else f"{value} is ambiguous"
+        )
+    return found.pop()
 
 
 @contextlib.contextmanager
@@ -184,9 +206,11 @@ def _stats_lines(target: Target, stats: Stats, others: int) -> list[str]:
 def inspect(sid: str, full: bool) -> None:
     """Show the decoded content of session SID, once every entry is authenticated.
 
-    SID is the part of the session cookie before the first '.'.
+    SID is the part of the session cookie before the first '.', or the
+    12-character name that logs and stats give the session.
     """
     target = _target()
+    sid = _resolve(target, sid)
     result = inspect_session(target, sid)
     click.echo(
         f"session {short_hash(sid)}: {len(result.values)} key(s),"
@@ -215,7 +239,9 @@ def inspect(sid: str, full: bool) -> None:
 @_reports_errors
 def delete(sid: str) -> None:
     """Delete session SID (its user is logged out on the next request)."""
-    delete_session(_target(), sid)
+    target = _target()
+    sid = _resolve(target, sid)
+    delete_session(target, sid)
     click.echo(f"Deleted session {short_hash(sid)}.")
 
 

@@ -378,6 +378,22 @@ def test_inspect_never_unpickles_in_json_mode(store_config: dict[str, t.Any]) ->
     assert UNPICKLED == []
 
 
+@pytest.mark.parametrize("command", ["inspect", "delete"])
+def test_a_session_can_be_named_as_logs_and_stats_name_it(
+    app: Flask, command: str
+) -> None:
+    sid, other = new_session(app), new_session(app)
+    result = run(app, command, short_hash(sid))
+    assert result.exit_code == 0, result.output
+    assert short_hash(sid) in result.output
+    store = store_of(app)
+    assert (store.info(PREFIX + sid) is None) is (command == "delete")
+    assert store.info(PREFIX + other) is not None
+    missing = run(app, command, "0" * 12)
+    assert missing.exit_code == 1
+    assert "no session is named 000000000000" in missing.output
+
+
 def test_delete_removes_one_session(app: Flask) -> None:
     gone, kept = new_session(app), new_session(app)
     result = run(app, "delete", gone)
