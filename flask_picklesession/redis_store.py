@@ -243,7 +243,22 @@ class RedisStore(Store):
         return cls(_redis_module().Redis.from_url(url, **kwargs))
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.client!r})"
+        """Where the sessions are, short: redis-py's own repr lists every
+        connection option, several hundred characters in CLI output."""
+        kind = type(self.client).__name__
+        service = getattr(
+            getattr(self.client, "connection_pool", None), "service_name", None
+        )
+        if isinstance(service, str):
+            return f"RedisStore({kind} for Sentinel master {service!r})"
+        get_kwargs = getattr(self.client, "get_connection_kwargs", None)
+        kwargs = get_kwargs() if callable(get_kwargs) else None
+        if isinstance(kwargs, dict) and "host" in kwargs:
+            where = f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+            return f"RedisStore({kind} {where} db={kwargs.get('db', 0)})"
+        if isinstance(kwargs, dict) and "path" in kwargs:
+            return f"RedisStore({kind} unix:{kwargs['path']} db={kwargs.get('db', 0)})"
+        return f"RedisStore({kind})"
 
     def _errors(self, action: str) -> _ClientErrors:
         """Turn client errors into :class:`StoreUnavailable`, chained."""

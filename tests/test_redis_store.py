@@ -490,3 +490,15 @@ def test_delete_that_empties_the_session_rewrites(tmp_path, redis_client):
     assert "append" not in counter.counts
     assert redis_client.exists(key) == 0
     assert cookie_value(c) is None
+
+
+def test_repr_says_where_the_sessions_are_in_a_line() -> None:
+    """The CLI prints it; redis-py's own repr runs to hundreds of characters."""
+    from redis.sentinel import Sentinel
+
+    store = RedisStore(redis.Redis(host="10.0.0.5", port=6380, db=2))
+    assert repr(store) == "RedisStore(Redis 10.0.0.5:6380 db=2)"
+    master = Sentinel([("127.0.0.1", 26379)]).master_for("sessions")
+    assert (
+        repr(RedisStore(master)) == "RedisStore(Redis for Sentinel master 'sessions')"
+    )
