@@ -103,7 +103,7 @@ def _resolve(target: Target, value: str) -> str:
     if is_valid_sid(value):
         return value
     keys, _ = session_keys(target)
-    found = {target.sid(k) for k in keys if short_hash(target.sid(k)) == value}
+    found = {sid for sid in map(target.sid, keys) if short_hash(sid) == value}
     if len(found) != 1:
         raise click.ClickException(
             f"no session is named {value}" if not found else f"{value} is ambiguous"

@@ -240,7 +240,7 @@ def _parts(value: object) -> Iterator[tuple[str, object]]:
                 yield f".{name}", v
 
 
-def locate(value: object, fails: t.Callable[[object], bool]) -> tuple[str, object]:
+def _locate(value: object, fails: t.Callable[[object], bool]) -> tuple[str, object]:
     """The path to, and the innermost part of ``value`` that ``fails`` alone.
 
     Only run once encoding has failed, so that the message can point at the
@@ -358,6 +358,11 @@ def _tag(value: object) -> object:
     return _JSON_TAGGER.tag(value)
 
 
+def _json_text(value: object) -> str:
+    """Strict mode's JSON for one value, as Flask's tagged serializer writes it."""
+    return json.dumps(_tag(value), separators=(",", ":"))
+
+
 class JSONCodec(Codec):
     """Strict mode: Flask's tagged JSON types only; nothing is ever unpickled."""
 
@@ -381,11 +386,9 @@ class JSONCodec(Codec):
 
     def _encode_other(self, key: str, value: object) -> bytes:
         try:
-            text = json.dumps(_tag(value), separators=(",", ":"))
+            text = _json_text(value)
         except (TypeError, ValueError, RecursionError) as exc:
-            path, part = locate(
-                value, _raises(lambda v: json.dumps(_tag(v), separators=(",", ":")))
-            )
+            path, part = _locate(value, _raises(_json_text))
             raise SerializationError(
                 f"session[{key!r}]{path} holds a {_describe(part)}, which strict"
                 f" JSON mode cannot store ({exc}); store JSON types, tuples, bytes,"
@@ -477,7 +480,7 @@ class PickleCodec(Codec):
                 key,
             ) from None
         except Exception as exc:  # pickle raises TypeError, AttributeError, ...
-            path, part = locate(value, _raises(self._dumps))
+            path, part = _locate(value, _raises(self._dumps))
             raise SerializationError(
                 f"session[{key!r}]{path} holds a {_describe(part)}, which cannot be"
                 f" pickled ({type(exc).__name__}: {exc}); store plain data: open"
