@@ -210,11 +210,12 @@ def _build_ours(store: str, serializer: str) -> Callable[[Env, dict[str, Any]], 
 
         app = _base_app(f"ours_{store}_{serializer}")
         app.config.update(
-            PICKLESESSION_STORE=store,
-            PICKLESESSION_REDIS_URL=env.redis_url(),
-            PICKLESESSION_FILE_DIR=str(env.workdir),
-            PICKLESESSION_SERIALIZER=serializer,
+            PICKLESESSION_STORE=store, PICKLESESSION_SERIALIZER=serializer
         )
+        if store == "redis":
+            app.config["PICKLESESSION_REDIS_URL"] = env.redis_url()
+        else:
+            app.config["PICKLESESSION_FILE_DIR"] = str(env.workdir)
         app.session_interface = PickleSession()
         _add_routes(app, _session_state, payload)
         return app
