@@ -78,9 +78,13 @@ def save(session: ServerSession) -> CookieUpdate | None:
         return _save_regenerated(session, sets, deletes)
     if not sets and not deletes:
         return _save_unchanged(session)
-    if session._entries is None and session._binding.ring.has_fallbacks:
-        # During a key rotation, read before a blind write so that entries
-        # still MACed with a fallback key are re-keyed by this save.
+    if session._entries is None:
+        # A write that did not read the session reads it now. Merged unread,
+        # the writes could land in a record that fails its MAC (tampered, or
+        # MACed with a key since dropped), which every later load refuses
+        # with the writes in it; read, an unreadable record is replaced by a
+        # new session holding them. It also lets this save re-key entries
+        # still MACed with a fallback key.
         session._load()
     if not session._exists or session._binding.cookie is None:
         return _create(session, sets)

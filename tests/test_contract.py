@@ -116,8 +116,8 @@ def test_read_only_request_reads_once_and_writes_nothing(client, store):
 def test_store_operations_per_request_type(client, store):
     client.get("/set/a/1")
     assert store.reset() == {"create": 1}
-    client.get("/set/b/2")  # blind write: merged without reading first
-    assert store.reset() == {"patch": 1}
+    client.get("/set/b/2")  # blind write: the record is read (verified) first
+    assert store.reset() == {"load": 1, "patch": 1}
     client.get("/dump")
     assert store.reset() == {"load": 1}
     client.get("/clear")

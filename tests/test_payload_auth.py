@@ -201,6 +201,45 @@ def test_payload_from_dropped_key_is_refused(make_app):
     assert nc.get("/dump").data == b"[]"
 
 
+def _flip_a_mac_byte(record):
+    """The record with one byte of its first entry's MAC changed."""
+    key_len = record[1]  # one-byte varints: short key, short value
+    at = 1 + 1 + key_len + 1
+    return record[:at] + bytes([record[at] ^ 1]) + record[at + 1 :]
+
+
+def test_blind_write_over_a_record_failing_its_mac_is_kept(app, raw_store, caplog):
+    """A view that only assigns reads the record before merging into it: a
+    record that fails its MAC would otherwise swallow every such write, and
+    each later load would refuse it with them in it (contracts 8, 13)."""
+    c, sid = _stored_session(app)
+    record = raw_store.load("session:" + sid)
+    _write(raw_store, sid, _flip_a_mac_byte(record))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/set/b/2").status_code == 200
+    assert "MAC" in caplog.text
+    assert sid_of(c) != sid
+    assert c.get("/dump").data == b"[('b', '2')]"
+    assert c.get("/set/c/3").status_code == 200
+    assert c.get("/dump").data == b"[('b', '2'), ('c', '3')]"
+
+
+def test_blind_write_after_the_old_key_was_dropped_is_kept(make_app):
+    """The record is MACed with a key no longer configured, the cookie with
+    the current one: the first write, made without reading, is kept."""
+    old = add_routes(make_app(SECRET_KEY="old key"))
+    c = old.test_client()
+    c.get("/set/a/1")
+    from tests.helpers import cookie_value
+
+    new = add_routes(make_app(SECRET_KEY="new key"))
+    stamp_flag = cookie_value(c).split(".")[1]
+    nc = new.test_client()
+    put_cookie(nc, KeyRing("new key").sign(f"{sid_of(c)}.{stamp_flag}"))
+    nc.get("/set/lang/fr")
+    assert nc.get("/dump").data == b"[('lang', 'fr')]"
+
+
 # -- strict JSON mode (contract 9) ---------------------------------------------------
 
 
