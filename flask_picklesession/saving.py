@@ -237,6 +237,15 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
             return None
         return _cookie(session, b.now)
     if b.refresh and _is_permanent(session):
+        if b.refresh_due and b.ring.has_fallbacks:
+            # During a key rotation a refresh re-keys too: a session kept
+            # alive by reads alone would otherwise stay MACed with the old
+            # key, and be lost once that key is dropped.
+            session._load()
+            if not session._exists:
+                return None
+            if session._stale:
+                return _patch(session, {}, set())
         if b.refresh_due:
             refreshed = session._entries is not None  # GETEX did it at load
             if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):

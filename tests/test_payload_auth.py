@@ -6,6 +6,7 @@ import datetime
 import logging
 import pickle
 import re
+import time
 import uuid
 
 import flask
@@ -158,6 +159,38 @@ def test_rotation_rewrites_payload_mac_on_next_save(make_app):
     cc = current_only.test_client()
     put_cookie(cc, cookie_value(rc))
     assert cc.get("/dump").data == b"[('a', '1'), ('b', '2'), ('c', '3')]"
+
+
+@pytest.mark.parametrize("route", ["/get/a", "/untouched"])
+def test_expiry_refresh_during_rotation_rekeys_the_payload(make_app, route):
+    """A permanent session kept alive by reads alone has its expiry pushed
+    back without a save; during a rotation that refresh re-keys it, so
+    dropping the old key after a lifetime loses no returning user."""
+    lifetime = datetime.timedelta(seconds=5)  # a refresh is due after 50 ms
+    old = add_routes(
+        make_app(SECRET_KEY="old key", PERMANENT_SESSION_LIFETIME=lifetime)
+    )
+    c = old.test_client()
+    c.get("/permanent/a/1")
+    rotated = add_routes(
+        make_app(
+            SECRET_KEY="new key",
+            SECRET_KEY_FALLBACKS=["old key"],
+            PERMANENT_SESSION_LIFETIME=lifetime,
+        )
+    )
+    rc = rotated.test_client()
+    from tests.helpers import cookie_value
+
+    put_cookie(rc, cookie_value(c))
+    time.sleep(0.06)
+    assert rc.get(route).status_code == 200
+    current_only = add_routes(
+        make_app(SECRET_KEY="new key", PERMANENT_SESSION_LIFETIME=lifetime)
+    )
+    cc = current_only.test_client()
+    put_cookie(cc, cookie_value(rc))
+    assert cc.get("/get/a").data == b"'1'"
 
 
 def test_modified_true_alone_is_a_save_that_rekeys_the_payload(make_app):
