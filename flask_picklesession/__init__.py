@@ -12,3 +12,18 @@ from .session import ServerSession as ServerSession
 from .store import Store as Store
 
 __version__ = "0.1.0"
+
+#: What ``from flask_picklesession import *`` brings: the public names, not
+#: the submodules, one of which (``session``) would shadow Flask's.
+__all__ = [
+    "ConfigurationError",
+    "FileSystemStore",
+    "PickleSession",
+    "RedisStore",
+    "SerializationError",
+    "ServerSession",
+    "SessionError",
+    "SessionTooLarge",
+    "Store",
+    "StoreUnavailable",
+]

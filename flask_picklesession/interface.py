@@ -68,7 +68,7 @@ class PickleSession(SessionInterface):
         self,
         app: Flask | None = None,
         *,
-        store: Store | None = None,
+        store: Store | str | None = None,
         serializer: str | None = None,
         key_prefix: str | None = None,
         max_size: int | None = None,

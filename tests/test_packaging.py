@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import pathlib
 
+import flask
+
 import flask_picklesession
 
 
@@ -25,6 +27,15 @@ def test_flask_command_entry_point_loads():
     assert ours == {"flask_picklesession.cli:picklesession_cli"}
     point = next(p for p in group if p.name == "picklesession")
     assert point.load().name == "picklesession"
+
+
+def test_star_import_brings_public_names_only():
+    """``session`` must stay Flask's after a star import below it."""
+    namespace: dict[str, object] = {}
+    exec("from flask import session\nfrom flask_picklesession import *", namespace)
+    assert namespace["session"] is flask.session
+    assert set(flask_picklesession.__all__) <= set(namespace)
+    assert "cookie" not in namespace and "store" not in namespace
 
 
 def test_public_names():

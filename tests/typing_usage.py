@@ -66,6 +66,7 @@ def factory() -> flask.Flask:
     app = flask.Flask(__name__)
     ext.init_app(app)
     app.session_interface = PickleSession()
+    PickleSession(store="redis")  # a store's name, as PICKLESESSION_STORE takes
     assert_type(ext.pickle_based, bool)
     return app
 
