@@ -14,7 +14,7 @@ import typing as t
 from .binding import warn_corrupt
 from .codec import IMMUTABLE_TYPES, STORED_BOOLS, pack, plain_size
 from .cookie import make_cookie
-from .errors import SerializationError, SessionTooLarge
+from .errors import SerializationError, SessionTooLarge, StoreUnavailable
 from .ids import short_hash
 from .keys import MAC_SIZE
 from .record import (
@@ -221,40 +221,50 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     cookie = b.cookie
     if cookie is None or (session._entries is not None and not session._exists):
         return None
-    stamp = cookie.stamp
     if session._forced:
         # modified = True with nothing to write: Flask re-sends the cookie
-        # with a new expiry, so the stored expiry moves with it. It is a
-        # save, so entries still MACed with a fallback key are re-keyed.
-        if b.ring.has_fallbacks:
-            session._load()
-            if not session._exists:
-                return None
-            if session._stale:
-                return _patch(session, {}, set())
-        refreshed = session._entries is not None and b.refresh_due
-        if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):
-            return None
-        return _cookie(session, b.now)
+        # with a new expiry, so the stored expiry moves with it.
+        return _refresh(session)
     if b.refresh and _is_permanent(session):
-        if b.refresh_due and b.ring.has_fallbacks:
-            # During a key rotation a refresh re-keys too: a session kept
-            # alive by reads alone would otherwise stay MACed with the old
-            # key, and be lost once that key is dropped.
-            session._load()
-            if not session._exists:
-                return None
-            if session._stale:
-                return _patch(session, {}, set())
-        if b.refresh_due:
-            refreshed = session._entries is not None  # GETEX did it at load
-            if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):
-                return None
-            stamp = b.now
-        return _cookie(session, stamp)
+        if not b.refresh_due:
+            return _cookie(session, cookie.stamp)
+        if session.accessed:
+            return _refresh(session)
+        try:
+            return _refresh(session)
+        except StoreUnavailable as exc:
+            # The view never used the session: a store that is down fails
+            # the request that needs it, not this one. The cookie goes out
+            # as it came, and the next request tries the refresh again.
+            logger.warning(
+                "could not push back the expiry of session %s: %s",
+                short_hash(session._id()),
+                exc,
+            )
+            return _cookie(session, cookie.stamp)
     if cookie.by_fallback:
-        return _cookie(session, stamp)
+        return _cookie(session, cookie.stamp)
     return None
+
+
+def _refresh(session: ServerSession) -> CookieUpdate | None:
+    """Push the stored expiry back; return the cookie that says so.
+
+    During a key rotation it also re-keys, as a save does: a session kept
+    alive by reads alone would otherwise stay MACed with the old key, and
+    be lost once that key is dropped.
+    """
+    b = session._binding
+    if b.ring.has_fallbacks:
+        session._load()
+        if not session._exists:
+            return None
+        if session._stale:
+            return _patch(session, {}, set())
+    refreshed = session._entries is not None and b.refresh_due  # GETEX at load
+    if not refreshed and not b.store.touch(b.key(session._id()), b.ttl):
+        return None
+    return _cookie(session, b.now)
 
 
 def _sealed(b: Binding, sid: str, values: dict[str, bytes]) -> dict[bytes, bytes]:

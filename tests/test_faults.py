@@ -584,6 +584,37 @@ def test_a_save_that_failed_is_not_tried_again_for_the_error_page(tmp_path, hand
     assert store.attempts == 1
 
 
+class _NoRefreshStore(FileSystemStore):
+    """Stores and reads, but refuses to push an expiry back (like Redis
+    refusing writes: out of memory, too few replicas)."""
+
+    def touch(self, key: str, ttl: int) -> bool:
+        raise StoreUnavailable("refused on purpose")
+
+
+def test_a_refresh_that_fails_never_fails_a_view_that_did_not_use_the_session(
+    tmp_path, caplog
+):
+    """The expiry refresh of an untouched view is best effort: the response
+    goes out with the cookie as it came, and a warning; a view that reads
+    the session still gets the error, as the store it needs is failing."""
+    lifetime = datetime.timedelta(seconds=5)  # a refresh is due after 50 ms
+    fa = fault_app(
+        _NoRefreshStore(tmp_path / "sessions"), PERMANENT_SESSION_LIFETIME=lifetime
+    )
+    c = fa.app.test_client()
+    c.get("/permanent/a/1")
+    cookie = cookie_value(c)
+    time.sleep(0.06)
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        rv = c.get("/untouched")
+    assert rv.status_code == 200
+    assert cookie_value(c) == cookie
+    assert "could not push back the expiry" in caplog.text
+    assert c.get("/get/a").status_code == 503
+    assert_unavailable(fa.errors[-1], type(None))
+
+
 # -- session files replaced by other things --------------------------------------------
 
 
