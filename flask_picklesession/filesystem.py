@@ -25,7 +25,7 @@ import typing as t
 
 from .codec import serialized_size
 from .errors import StoreUnavailable
-from .record import CorruptRecord, apply_ops, build
+from .record import FORMAT_VERSION, CorruptRecord, apply_ops, build
 from .store import CORRUPT, GONE, TOO_LARGE, EntryInfo, Store
 
 if t.TYPE_CHECKING:
@@ -195,7 +195,9 @@ class FileSystemStore(Store):
         """Rewrite only the 8-byte expiry header, in place.
 
         Something other than a session file under the name is not refreshed;
-        the next read reports it.
+        the next read reports it. Writing in place, unlike a save, would
+        reach through a hard link, or into a file that is no session file:
+        both are left alone.
         """
         try:
             fd = self._open_entry(self._path(key), _OPEN_RW)
@@ -204,8 +206,13 @@ class FileSystemStore(Store):
         if fd is None:
             return False
         try:
-            header = os.pread(fd, _EXPIRY.size, 0)
-            if len(header) < _EXPIRY.size or _EXPIRY.unpack(header)[0] <= _now_ms():
+            header = os.pread(fd, _EXPIRY.size + 1, 0)
+            if (
+                len(header) <= _EXPIRY.size
+                or header[_EXPIRY.size] != FORMAT_VERSION
+                or _EXPIRY.unpack_from(header)[0] <= _now_ms()
+                or os.fstat(fd).st_nlink != 1
+            ):
                 return False
             os.pwrite(fd, _EXPIRY.pack(_now_ms() + ttl), 0)
             return True

@@ -680,12 +680,13 @@ def test_symlinked_session_file_is_never_followed(tmp_path):
     assert fa.errors == []
 
 
-@pytest.mark.parametrize("replacement", ["directory", "symlink"])
+@pytest.mark.parametrize("replacement", ["directory", "symlink", "hardlink", "other"])
 def test_expiry_refresh_of_replaced_session_file_does_not_raise(tmp_path, replacement):
     """A permanent session whose stored expiry is due for a refresh, on a
     request that does not touch the session: the store is only asked to
-    touch the file, which it refuses to follow or open (no 500, nothing
-    written through the link).
+    touch the file, which it refuses to follow or open, or to rewrite in
+    place through a hard link or when it is no session file (no 500,
+    nothing written).
     """
     fa, c, path, sid = _session_file(tmp_path)
     outside = tmp_path / "outside"
@@ -693,8 +694,14 @@ def test_expiry_refresh_of_replaced_session_file_does_not_raise(tmp_path, replac
     path.unlink()
     if replacement == "directory":
         path.mkdir()
-    else:
+    elif replacement == "symlink":
         path.symlink_to(outside)
+    elif replacement == "hardlink":
+        os.link(outside, path)  # the refresh writes in place: not through this
+    else:  # a regular file that is no session file: not rewritten
+        outside.write_bytes(b"SECRET_CONFIG=1\n" * 4)
+        shutil.copyfile(outside, path)
+        outside = path
     before = _snapshot(outside)
     # Expiry last set two days ago: over 1% of the 31-day lifetime, so due.
     stamp = time.time_ns() // 1_000_000 - 2 * 86_400_000
