@@ -490,6 +490,25 @@ class PickleCodec(Codec):
             ) from exc
         return _PICKLE + _strip_pickle_header(data)
 
+    def check(self, entries: Iterable[Entry]) -> None:
+        """Under an allowlist, refuse the whole record if any pickled value
+        names a global the allowlist does not list (or no longer loads).
+
+        Values are otherwise decoded one key at a time, when read; a
+        refused one would then empty the session only for the requests that
+        read it, while the others went on merging into the record. Each
+        value is loaded through the allowlist and dropped, once per record
+        (see :meth:`.binding.Binding.load`).
+        """
+        if self._unpickler is None:
+            return
+        for entry in entries:
+            if entry.value[:1] in (_PICKLE, _ZPICKLE):
+                try:
+                    self.decode(entry.value)
+                except CorruptEntry as exc:
+                    raise CorruptRecord(str(exc)) from None
+
     def _load_pickle(self, body: bytes) -> object:
         if self._unpickler is None:
             return pickle.loads(body, fix_imports=False)

@@ -74,7 +74,7 @@ class VerifiedRecord:
     so writes to a remembered record measure only what they change.
     """
 
-    __slots__ = ("entries", "sizes", "stale")
+    __slots__ = ("checked_by", "entries", "sizes", "stale")
 
     def __init__(
         self,
@@ -86,6 +86,8 @@ class VerifiedRecord:
         #: Keys whose MAC was made by a fallback key.
         self.stale = stale
         self.sizes = sizes
+        #: The codec whose :meth:`~.codec.Codec.check` the entries passed.
+        self.checked_by: object = None
 
 
 #: Verified records, least recently used first, by ``(ring, sid, record)``.

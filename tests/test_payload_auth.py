@@ -483,6 +483,34 @@ def test_allowlist_admits_listed_globals_only(make_app, caplog):
     assert sc.get("/dump").data == b"[]"  # the whole session is distrusted
 
 
+def test_a_refused_global_under_any_key_empties_the_whole_session(make_app, caplog):
+    """Contract 13: the entry holding a global outside the allowlist makes
+    the session empty even for a request that reads only another key, and
+    a write then starts a new session instead of merging into that record."""
+    writer = add_routes(make_app())
+
+    @writer.route("/save")
+    def save():
+        flask.session["user"] = "alice"
+        flask.session["game"] = GameState(1)
+        return "ok"
+
+    c = writer.test_client()
+    c.get("/save")
+    from tests.helpers import cookie_value
+
+    strict = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"]))
+    sc = strict.test_client()
+    put_cookie(sc, cookie_value(c))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert sc.get("/get/user").data == b"None"
+    assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
+    old_sid = sid_of(sc)
+    sc.get("/set/lang/fr")
+    assert sid_of(sc) != old_sid
+    assert sc.get("/dump").data == b"[('lang', 'fr')]"
+
+
 def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
     """``key in session`` answers for the decoded value: an entry that cannot
     be decoded (a global outside the allowlist, a class gone after a deploy)
