@@ -8,6 +8,7 @@ It returns what the response's cookie must become.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import typing as t
 
@@ -557,8 +558,14 @@ def _save_regenerated(
         return None
     moved = _moved_values(session, current, sets, deletes)
     update = _create(session, moved)
-    taken = _unless_corrupt(b.store.take, old_key)
     new_key = b.key(session._id())
+    try:
+        taken = _unless_corrupt(b.store.take, old_key)
+    except StoreUnavailable:
+        # The old session stays as it was; the copy no cookie points to goes.
+        with contextlib.suppress(StoreUnavailable):
+            b.store.delete(new_key)
+        raise
     if taken is None:  # deleted while this request ran
         b.store.delete(new_key)
         _log_dropped(session)
