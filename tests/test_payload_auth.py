@@ -452,59 +452,46 @@ def test_pickle_mode_keeps_custom_objects(app):
     assert c.get("/level").data == b"5"
 
 
-def test_allowlist_admits_listed_globals_only(make_app, caplog):
+def _cookie_of_session_holding(make_app, **values):
+    """The cookie of a session saved with ``values`` under no allowlist."""
     writer = make_app()
 
     @writer.route("/save")
     def save():
-        flask.session["game"] = GameState(1)
-        flask.session["when"] = datetime.date(2026, 1, 1)
+        flask.session.update(values)
         return "ok"
 
     c = writer.test_client()
     c.get("/save")
     from tests.helpers import cookie_value
 
+    return cookie_value(c)
+
+
+@pytest.mark.parametrize("read", ["game", "user"])
+def test_allowlist_admits_listed_globals_only(make_app, caplog, read):
+    """A global outside the allowlist empties the whole session, whichever
+    key the request reads (contract 13), and a write then starts a new
+    session instead of merging into that record."""
+    cookie = _cookie_of_session_holding(
+        make_app, user="alice", game=GameState(1), when=datetime.date(2026, 1, 1)
+    )
     allowed = add_routes(
         make_app(
             PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date", f"{__name__}.GameState"]
         )
     )
     ac = allowed.test_client()
-    put_cookie(ac, cookie_value(c))
+    put_cookie(ac, cookie)
     assert ac.get("/get/when").data == b"datetime.date(2026, 1, 1)"
 
     strict = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"]))
     sc = strict.test_client()
-    put_cookie(sc, cookie_value(c))
+    put_cookie(sc, cookie)
     with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
-        assert sc.get("/get/game").data == b"None"
+        assert sc.get(f"/get/{read}").data == b"None"
     assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
     assert sc.get("/dump").data == b"[]"  # the whole session is distrusted
-
-
-def test_a_refused_global_under_any_key_empties_the_whole_session(make_app, caplog):
-    """Contract 13: the entry holding a global outside the allowlist makes
-    the session empty even for a request that reads only another key, and
-    a write then starts a new session instead of merging into that record."""
-    writer = add_routes(make_app())
-
-    @writer.route("/save")
-    def save():
-        flask.session["user"] = "alice"
-        flask.session["game"] = GameState(1)
-        return "ok"
-
-    c = writer.test_client()
-    c.get("/save")
-    from tests.helpers import cookie_value
-
-    strict = add_routes(make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"]))
-    sc = strict.test_client()
-    put_cookie(sc, cookie_value(c))
-    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
-        assert sc.get("/get/user").data == b"None"
-    assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
     old_sid = sid_of(sc)
     sc.get("/set/lang/fr")
     assert sid_of(sc) != old_sid
@@ -516,17 +503,7 @@ def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
     be decoded (a global outside the allowlist, a class gone after a deploy)
     empties the session there, not in the ``session[key]`` that follows, as
     in Flask's own ``get_flashed_messages``."""
-    writer = make_app()
-
-    @writer.route("/save")
-    def save():
-        flask.session["game"] = GameState(1)
-        return "ok"
-
-    c = writer.test_client()
-    c.get("/save")
-    from tests.helpers import cookie_value
-
+    cookie = _cookie_of_session_holding(make_app, game=GameState(1))
     strict = make_app(PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"])
 
     @strict.route("/check-then-read")
@@ -534,7 +511,7 @@ def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
         return repr(flask.session["game"]) if "game" in flask.session else "absent"
 
     sc = strict.test_client()
-    put_cookie(sc, cookie_value(c))
+    put_cookie(sc, cookie)
     with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
         assert sc.get("/check-then-read").data == b"absent"
     assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text

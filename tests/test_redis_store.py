@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import subprocess
 import sys
@@ -505,52 +506,46 @@ def test_repr_says_where_the_sessions_are_in_a_line() -> None:
     )
 
 
+@contextlib.contextmanager
+def _client_denied(redis_client, command):
+    """A client of the same server whose ACL user may not run ``command``."""
+    user = f"no-{command}"
+    redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=["+@all", f"-{command}"],
+    )
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    try:
+        yield redis.Redis(port=port, username=user, password="pw")
+    finally:
+        redis_client.acl_deluser(user)
+
+
 def test_a_save_that_raised_wrote_nothing_even_if_redis_refused_halfway(
     tmp_path, redis_client
 ):
     """Redis keeps what a script did before a command in it failed. A user
     whose ACL forbids PEXPIRE gets StoreUnavailable from a save, and the
     README promises that such a save was not done."""
-    redis_client.acl_setuser(
-        "no-expire",
-        enabled=True,
-        passwords=["+pw"],
-        keys=["*"],
-        commands=["+@all", "-pexpire"],
-    )
-    try:
-        port = redis_client.connection_pool.connection_kwargs["port"]
-        limited = redis.Redis(port=port, username="no-expire", password="pw")
-        app = redis_app(tmp_path, limited, TESTING=True)
-        c = app.test_client()
+    with _client_denied(redis_client, "pexpire") as limited:
+        c = redis_app(tmp_path, limited, TESTING=True).test_client()
         c.get("/set/a/1")  # created with SET PX: allowed
         with pytest.raises(StoreUnavailable):
             c.get("/set/b/2")  # read, then an append script
         assert c.get("/dump").data == b"[('a', '1')]"
-    finally:
-        redis_client.acl_deluser("no-expire")
 
 
 def test_regenerate_refused_halfway_leaves_no_copy_behind(tmp_path, redis_client):
     """The new record is written before the old one is taken: when taking
     it is refused, the save raises and the new copy, which no cookie will
     ever name, is removed again."""
-    redis_client.acl_setuser(
-        "no-getdel",
-        enabled=True,
-        passwords=["+pw"],
-        keys=["*"],
-        commands=["+@all", "-getdel"],
-    )
-    try:
-        port = redis_client.connection_pool.connection_kwargs["port"]
-        limited = redis.Redis(port=port, username="no-getdel", password="pw")
-        app = redis_app(tmp_path, limited, TESTING=True)
-        c = app.test_client()
+    with _client_denied(redis_client, "getdel") as limited:
+        c = redis_app(tmp_path, limited, TESTING=True).test_client()
         c.get("/set/a/1")
         with pytest.raises(StoreUnavailable):
             c.get("/regenerate")
         assert redis_client.keys("session:*") == [b"session:" + sid_of(c).encode()]
         assert c.get("/dump").data == b"[('a', '1')]"
-    finally:
-        redis_client.acl_deluser("no-getdel")
