@@ -111,8 +111,9 @@ return count
 """
 
 #: Appends entries (sets and tombstones) to a record, O(appended bytes).
-#: A script that fails halfway keeps what it did: the expiry is set first,
-#: so a refused command never leaves the data written but reported failed.
+#: APPEND comes first: Redis refuses a script for lack of memory only at its
+#: first write, and PEXPIRE is not one it refuses, so behind it the APPEND
+#: would pass a full server's memory limit.
 #: ARGV: ttl in ms, the size the record may reach, the bytes to append.
 #: Returns 1, or -1 (gone), -3 (not a string) or -4: the record would grow
 #: past the limit, so the caller merges (and so compacts) instead. A record
@@ -122,8 +123,8 @@ local size = redis.pcall('STRLEN', KEYS[1])
 if type(size) == 'table' and size.err then return -3 end
 if size == 0 then return -1 end
 if size + #ARGV[3] > tonumber(ARGV[2]) then return -4 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('APPEND', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 #: :data:`APPEND_SCRIPT`'s answer when the record must be rewritten instead.

@@ -870,6 +870,31 @@ def test_store_out_of_memory_during_regenerate_keeps_old_session(
     assert sid_of(c) == sid
 
 
+@pytest.mark.parametrize("size", [1, 3000], ids=["append", "rewrite"])
+def test_store_out_of_memory_refuses_a_merge_whole(tmp_path, redis_client, size):
+    """Redis at its memory limit (noeviction) refuses a save into an existing
+    session, whether the save appends or rewrites the record: the request
+    fails with StoreUnavailable and the stored session is as before."""
+    fa = fault_app(RedisStore(redis_client))
+    fa.app.testing = True
+    c = fa.app.test_client()
+    c.get(f"/set/a/{noise(size)}")
+    dump = c.get("/dump").data
+    key = "session:" + sid_of(c)
+    before = redis_client.get(key)
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", "1")  # every write is refused
+    try:
+        with pytest.raises(StoreUnavailable):
+            # Replacing a large value would leave too much superseded: the
+            # save rewrites the record instead of appending to it.
+            c.get(f"/set/a/{noise(size)}")
+        assert redis_client.get(key) == before
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert c.get("/dump").data == dump
+
+
 def _regenerate_meanwhile(make_app, store, monkeypatch, meanwhile):
     """Regenerate, with ``meanwhile(old_cookie)`` run by another client just
     before the old record is taken; return (client, old cookie, response)."""

@@ -524,20 +524,6 @@ def _client_denied(redis_client, command):
         redis_client.acl_deluser(user)
 
 
-def test_a_save_that_raised_wrote_nothing_even_if_redis_refused_halfway(
-    tmp_path, redis_client
-):
-    """Redis keeps what a script did before a command in it failed. A user
-    whose ACL forbids PEXPIRE gets StoreUnavailable from a save, and the
-    README promises that such a save was not done."""
-    with _client_denied(redis_client, "pexpire") as limited:
-        c = redis_app(tmp_path, limited, TESTING=True).test_client()
-        c.get("/set/a/1")  # created with SET PX: allowed
-        with pytest.raises(StoreUnavailable):
-            c.get("/set/b/2")  # read, then an append script
-        assert c.get("/dump").data == b"[('a', '1')]"
-
-
 def test_regenerate_refused_halfway_leaves_no_copy_behind(tmp_path, redis_client):
     """The new record is written before the old one is taken: when taking
     it is refused, the save raises and the new copy, which no cookie will
