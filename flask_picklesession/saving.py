@@ -229,11 +229,11 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     if b.refresh and _is_permanent(session):
         if not b.refresh_due:
             return _cookie(session, cookie.stamp)
-        if session.accessed:
-            return _refresh(session)
         try:
             return _refresh(session)
         except StoreUnavailable as exc:
+            if session.accessed:
+                raise
             # The view never used the session: a store that is down fails
             # the request that needs it, not this one. The cookie goes out
             # as it came, and the next request tries the refresh again.
