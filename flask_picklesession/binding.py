@@ -14,7 +14,7 @@ import time
 import typing as t
 
 from .cookie import peek_permanent_stamp
-from .errors import ConfigurationError
+from .errors import ConfigurationError, StoreUnavailable
 from .ids import short_hash
 from .record import CorruptRecord
 from .verified import verified_cookie, verified_record
@@ -166,10 +166,12 @@ class Binding:
         """Read and authenticate a session; None if missing or not trustworthy.
 
         Refreshes the stored expiry in the same round trip when it is due.
+        A store that reads but refuses the refresh (Redis refusing writes, a
+        read-only folder) is read without it: the view gets its session, and
+        the cookie keeps the stamp of the expiry the store still has.
         """
-        ttl = self.ttl if self.refresh_due else None
         try:
-            record = self.store.load(self.key(sid), ttl)
+            record = self._read(sid)
             if record is None:
                 return None
             verified = verified_record(self.ring, sid, record)
@@ -182,6 +184,24 @@ class Binding:
         except CorruptRecord as exc:
             warn_corrupt(sid, str(exc))
             return None
+
+    def _read(self, sid: str) -> bytes | None:
+        if not self.refresh_due:
+            return self.store.load(self.key(sid))
+        try:
+            return self.store.load(self.key(sid), self.ttl)
+        except StoreUnavailable as exc:
+            record = self.store.load(self.key(sid))  # raises if reads fail too
+            self.__dict__["refresh_due"] = False
+            warn_refresh_failed(sid, exc)
+            return record
+
+
+def warn_refresh_failed(sid: str, exc: StoreUnavailable) -> None:
+    """Log an expiry refresh the store refused; the next request tries again."""
+    logger.warning(
+        "could not push back the expiry of session %s: %s", short_hash(sid), exc
+    )
 
 
 def warn_corrupt(sid: str, reason: str) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import typing as t
 
-from .binding import warn_corrupt
+from .binding import warn_corrupt, warn_refresh_failed
 from .codec import IMMUTABLE_TYPES, STORED_BOOLS, pack, plain_size
 from .cookie import make_cookie
 from .errors import SerializationError, SessionTooLarge, StoreUnavailable
@@ -237,11 +237,7 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
             # The view never used the session: a store that is down fails
             # the request that needs it, not this one. The cookie goes out
             # as it came, and the next request tries the refresh again.
-            logger.warning(
-                "could not push back the expiry of session %s: %s",
-                short_hash(session._id()),
-                exc,
-            )
+            warn_refresh_failed(session._id(), exc)
             return _cookie(session, cookie.stamp)
     if cookie.by_fallback:
         return _cookie(session, cookie.stamp)

@@ -592,12 +592,11 @@ class _NoRefreshStore(FileSystemStore):
         raise StoreUnavailable("refused on purpose")
 
 
-def test_a_refresh_that_fails_never_fails_a_view_that_did_not_use_the_session(
-    tmp_path, caplog
-):
-    """The expiry refresh of an untouched view is best effort: the response
-    goes out with the cookie as it came, and a warning; a view that reads
-    the session still gets the error, as the store it needs is failing."""
+@pytest.mark.parametrize("route", ["/untouched", "/get/a"])
+def test_a_refresh_the_store_refuses_fails_no_view(tmp_path, caplog, route):
+    """The expiry refresh is best effort: with a store that reads but
+    refuses it, an untouched view and one that reads the session both
+    answer, the cookie goes out as it came, and a warning is logged."""
     lifetime = datetime.timedelta(seconds=5)  # a refresh is due after 50 ms
     fa = fault_app(
         _NoRefreshStore(tmp_path / "sessions"), PERMANENT_SESSION_LIFETIME=lifetime
@@ -607,12 +606,11 @@ def test_a_refresh_that_fails_never_fails_a_view_that_did_not_use_the_session(
     cookie = cookie_value(c)
     time.sleep(0.06)
     with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
-        rv = c.get("/untouched")
-    assert rv.status_code == 200
+        rv = c.get(route)
+    assert rv.status_code == 200, fa.errors
     assert cookie_value(c) == cookie
     assert "could not push back the expiry" in caplog.text
-    assert c.get("/get/a").status_code == 503
-    assert_unavailable(fa.errors[-1], type(None))
+    assert c.get("/get/a").data == b"'1'"
 
 
 # -- session files replaced by other things --------------------------------------------
@@ -893,6 +891,29 @@ def test_store_out_of_memory_refuses_a_merge_whole(tmp_path, redis_client, size)
     finally:
         redis_client.config_set("maxmemory", "0")
     assert c.get("/dump").data == dump
+
+
+def test_redis_refusing_writes_still_serves_reads(tmp_path, redis_client):
+    """A master cut off from its replicas (``min-replicas-to-write``) refuses
+    every write, GETEX's expiry refresh included: views that read the
+    session still answer, without the refresh, and writes raise."""
+    lifetime = datetime.timedelta(seconds=5)  # a refresh is due after 50 ms
+    fa = fault_app(RedisStore(redis_client), PERMANENT_SESSION_LIFETIME=lifetime)
+    c = fa.app.test_client()
+    c.get("/permanent/a/1")
+    cookie = cookie_value(c)
+    time.sleep(0.06)
+    redis_client.config_set("min-replicas-to-write", "1")  # there are none
+    try:
+        for route in ["/get/a", "/untouched"]:
+            rv = c.get(route)
+            assert rv.status_code == 200, (route, fa.errors)
+            assert cookie_value(c) == cookie
+        assert c.get("/get/a").data == b"'1'"
+        assert c.get("/set/b/2").status_code == 503
+    finally:
+        redis_client.config_set("min-replicas-to-write", "0")
+    assert c.get("/dump").data == b"[('_permanent', True), ('a', '1')]"
 
 
 def _regenerate_meanwhile(make_app, store, monkeypatch, meanwhile):
