@@ -268,7 +268,7 @@ class RedisStore(Store):
         return _ClientErrors(self, action)
 
     def load(self, key: str, ttl: int | None = None) -> bytes | None:
-        with self._errors("load a session"):
+        with self._errors("load a session" if ttl is None else "refresh a session"):
             if ttl is None:
                 data = self.client.get(key)
             else:

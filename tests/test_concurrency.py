@@ -639,8 +639,11 @@ def test_200_concurrent_requests_keep_every_key(
     """200 concurrent requests on one cookie, each setting its own key, mixed
     with 50 that read the whole session, on 32 threads: all 200 keys are
     stored, and the session's other data is intact. Each save is one merge
-    (on Redis exactly one script call, no separate write) after one read (a
-    blind write reads the record it merges into); the readers write nothing.
+    (on Redis one script call, no separate write) after one read (a blind
+    write reads the record it merges into); the readers write nothing. A save
+    offered to append may find that concurrent appends grew the record past
+    its limit meanwhile: that script refuses, writing nothing, and a second
+    one rewrites the record instead.
 
     ``read_first`` loads the session before setting (read-modify-write): a
     last-writer-wins store would keep only the keys of snapshots that happened
@@ -666,9 +669,10 @@ def test_200_concurrent_requests_keep_every_key(
     loads = N_READERS + N_REQUESTS
     assert calls == {"load": loads, "patch": N_REQUESTS}
     if counts is not None:
-        # one script per save; EVAL while the script is new to this store
+        # one script per save, two where a refused append falls back to a
+        # rewrite; EVAL while the script is new to this store
         scripts = counts.pop("evalsha", 0) + counts.pop("eval", 0)
-        assert scripts == N_REQUESTS
+        assert N_REQUESTS <= scripts <= 2 * N_REQUESTS
         assert counts == {"get": loads}
 
 
