@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -653,9 +654,12 @@ def test_200_concurrent_requests_keep_every_key(
     cookie = site.seed("append:cart:apple")
     # One save of each kind first, so that both scripts are cached and every
     # counted save is an EVALSHA (older redis-py's MONITOR parser can miss
-    # an EVAL line carrying a script's source).
+    # an EVAL line carrying a script's source): appends, and a rewrite, as
+    # deleting a large value would leave too much superseded to append.
     site.run("append:warm:1", cookie)
     site.run("set:warm2:1", cookie)
+    site.run(f"set:pad:{secrets.token_hex(800)}", cookie)  # 800 bytes zipped
+    site.run("del:pad", cookie)
     trips = round_trips()
     store.reset()
     replies = fire([site], pool, cookie, read)
