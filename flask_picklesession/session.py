@@ -8,8 +8,15 @@ save sends only those keys and merges them into what is stored.
 
 from __future__ import annotations
 
+import copy
 import typing as t
-from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
+from collections.abc import (
+    ItemsView,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 
 from flask.sessions import SessionMixin
 
@@ -18,7 +25,7 @@ from .codec import IMMUTABLE_TYPES, CorruptEntry, unpack
 from .ids import new_sid
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
 
     from .binding import Binding
     from .record import Entry
@@ -189,23 +196,30 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         return self._decode(t.cast(str, key)) is not _MISSING
 
     def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> list[str]:
+        """Every key, stored ones first, in the order a dict would keep.
+
+        Listing or counting keys usually precedes reading them
+        (``dict(session)``, ``items()``, ``if session:``): every stored value
+        is decoded first, so a value that cannot be decoded empties the
+        session before any of its keys is counted or handed out.
+        """
         self.accessed = True
         entries = self._load()
-        # Listing keys usually precedes reading them (dict(session), items()):
-        # decode first, so a value that cannot be decoded drops the stored
-        # session before any of its keys are handed out.
         for key in list(entries):
             self._decode(key)
         entries = self._load()
         keys = [k for k in entries if k not in self._deleted]
         keys += [k for k in self._values if k not in entries]
-        return iter(keys)
-
-    def __len__(self) -> int:
-        self.accessed = True
-        entries = self._load()
-        stored = sum(1 for k in entries if k not in self._deleted)
-        return stored + sum(1 for k in self._values if k not in entries)
+        return keys
 
     # A view reads the session only when used, maybe after the response is
     # made; Flask < 3.1.3 marks a session accessed only through its methods.
@@ -227,6 +241,31 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     def copy(self) -> dict[str, t.Any]:
         """Return the content as a plain dict."""
         return dict(self)
+
+    # A copy is detached, as a copy of Flask's dict session is: writing to
+    # it must not change this session. A plain dict, since a second session
+    # object would share this one's id and store.
+    def __copy__(self) -> dict[str, t.Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, t.Any]) -> dict[str, t.Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    # The dict operators Flask's session has (a plain dict results, as above).
+    def __or__(self, other: object) -> dict[str, t.Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**self, **other}
+
+    def __ror__(self, other: object) -> dict[str, t.Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**other, **self}
+
+    # In place, as dict's: mypy wants the type of ``|``, which is a copy.
+    def __ior__(self, other: t.Any) -> ServerSession:  # type: ignore[misc]
+        self.update(other)
+        return self
 
     def clear(self) -> None:
         """Empty the session; on save it is deleted from the store (log out)."""

@@ -7,6 +7,7 @@ Each test names the contract item it proves. Store traffic is counted by the
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import pickle
 import re
@@ -854,6 +855,51 @@ def test_json_mode_tells_unchanged_values_without_encoding_them(
     assert c.get("/look").data == b"2"
     assert encoded == []
     assert writes(store.reset()) == {}
+
+
+# -- the dict operations of Flask's session ---------------------------------------
+
+
+def test_copies_and_dict_operators_behave_as_on_flasks_session(app, store):
+    """Flask's session is a dict: a copy is detached (writing to it saves
+    nothing), and ``|``, ``|=`` and ``reversed`` work as on a dict."""
+
+    @app.route("/copies")
+    def copies():
+        shallow = copy.copy(flask.session)
+        shallow["from_copy"] = 1
+        deep = copy.deepcopy(flask.session)
+        deep["cart"].append("from deep copy")
+        merged = flask.session | {"extra": 1}
+        merged["cart"] = None
+        left = {"first": 0} | flask.session
+        assert isinstance(shallow, dict) and isinstance(merged, dict)
+        return repr((list(left), list(reversed(flask.session))))
+
+    @app.route("/merge-in-place")
+    def merge_in_place():
+        session = before = flask.session._get_current_object()
+        session |= {"lang": "fr"}
+        return repr(session is before)
+
+    @app.route("/fill")
+    def fill():
+        flask.session["user"] = "alice"
+        flask.session["cart"] = ["pear"]
+        return "ok"
+
+    add_routes(app)
+    c = app.test_client()
+    c.get("/fill")
+    store.reset()
+    assert (
+        c.get("/copies").data
+        == repr((["first", "user", "cart"], ["cart", "user"])).encode()
+    )
+    assert writes(store.reset()) == {}
+    assert c.get("/dump").data == repr([("cart", ["pear"]), ("user", "alice")]).encode()
+    assert c.get("/merge-in-place").data == b"True"
+    assert c.get("/get/lang").data == b"'fr'"
 
 
 # -- Flask's cookie settings --------------------------------------------------------

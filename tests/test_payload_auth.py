@@ -517,6 +517,42 @@ def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
     assert "PICKLESESSION_PICKLE_ALLOWLIST" in caplog.text
 
 
+class RemovedByADeploy:
+    """A class that a test takes away, as a deploy that renames it would."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def test_a_value_whose_class_is_gone_empties_the_session_however_it_is_counted(
+    make_app, caplog, monkeypatch
+):
+    """Counting or listing the keys decodes them first, so ``len``, ``bool``
+    and iteration agree that the session is empty, with a warning naming
+    the key. The record itself is kept: a rollback that brings the class
+    back finds the session whole."""
+    cookie = _cookie_of_session_holding(
+        make_app, user="alice", gadget=RemovedByADeploy(3)
+    )
+    app = add_routes(make_app())
+
+    @app.route("/count")
+    def count():
+        session = flask.session
+        return repr((len(session), bool(session), list(session)))
+
+    c = app.test_client()
+    put_cookie(c, cookie)
+    with monkeypatch.context() as deploy:
+        deploy.delattr(f"{__name__}.RemovedByADeploy")
+        with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+            assert c.get("/count").data == b"(0, False, [])"
+        assert "session['gadget']" in caplog.text
+        assert "RemovedByADeploy" in caplog.text
+    put_cookie(c, cookie)
+    assert c.get("/count").data == b"(2, True, ['user', 'gadget'])"
+
+
 @pytest.mark.parametrize(
     ("value", "name"),
     [
