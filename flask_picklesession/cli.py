@@ -31,6 +31,7 @@ from .ids import is_valid_sid, short_hash
 from .operator import (
     CURRENT,
     FAILED,
+    FOREIGN,
     GONE_MEANWHILE,
     REKEYED,
     Stats,
@@ -270,6 +271,13 @@ def rekey() -> None:
     click.echo(f"failed MAC:      {counts[FAILED]}")
     if counts[GONE_MEANWHILE]:
         click.echo(f"gone meanwhile:  {counts[GONE_MEANWHILE]}")
+    if counts[FOREIGN]:
+        # Requests ignore them too; they are no reason to keep a fallback key.
+        click.echo(
+            f"not ours:        {counts[FOREIGN]} (not in this package's format,"
+            " such as another library's sessions under the same prefix; left"
+            " alone)"
+        )
     if counts[FAILED]:
         raise click.ClickException(
             f"{counts[FAILED]} session(s) failed their MAC check with every"

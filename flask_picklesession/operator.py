@@ -19,7 +19,14 @@ from .codec import CorruptEntry
 from .errors import SessionError
 from .ids import is_valid_sid, short_hash
 from .interface import PickleSession
-from .record import OP_SET_IF_MAC, CorruptRecord, open_entries, parse_raw, seal
+from .record import (
+    OP_SET_IF_MAC,
+    CorruptRecord,
+    is_foreign,
+    open_entries,
+    parse_raw,
+    seal,
+)
 from .store import CORRUPT, GONE, TOO_LARGE
 
 if t.TYPE_CHECKING:
@@ -259,6 +266,8 @@ def still_there(target: Target, key: str) -> bool:
 
 #: Outcomes of :func:`rekey_session`.
 REKEYED, CURRENT, FAILED, GONE_MEANWHILE = "rekeyed", "current", "failed", "gone"
+#: Not a record of this package (another library's session, say): left alone.
+FOREIGN = "foreign"
 
 
 def rekey_ops(
@@ -283,6 +292,8 @@ def rekey_session(target: Target, key: str) -> str:
         data = target.store.load(key)
         if data is None:
             return GONE_MEANWHILE
+        if is_foreign(data):
+            return FOREIGN
         entries, stale = open_entries(target.ring, sid, parse_raw(data))
     except CorruptRecord:
         return FAILED

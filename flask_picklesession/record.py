@@ -124,6 +124,12 @@ def _spans(record: bytes) -> dict[bytes, tuple[int, int] | None]:
     return spans
 
 
+def is_foreign(record: bytes) -> bool:
+    """Whether a record was not written in this package's format at all:
+    another library's session under the same key prefix, most often."""
+    return record[:1] != _HEADER
+
+
 def parse_raw(record: bytes) -> dict[bytes, bytes]:
     """Split a record into ``{key: mac+value}``, checking only the layout."""
     return {

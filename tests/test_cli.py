@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import pickle
 import re
 import struct
 import subprocess
@@ -509,6 +510,26 @@ def test_rekey_reports_sessions_no_key_verifies(app: Flask) -> None:
     assert "failed MAC:      1" in result.output
     assert "left untouched" in result.output
     assert store_of(app).load(PREFIX + bad) == before
+    assert stale_keys(app, good) == set()
+
+
+def test_rekey_leaves_another_librarys_sessions_alone(app: Flask) -> None:
+    """Keys left under the same prefix by the session library used before
+    (a pickled dict, a msgpack map) are not sessions whose key was dropped:
+    they are counted apart and do not fail the run."""
+    good = new_session(app)
+    before = {}
+    for payload in (pickle.dumps({"_permanent": True}), b"\x81\xa4user\xa5alice"):
+        sid = new_sid()
+        assert store_of(app).create(PREFIX + sid, payload, 60_000)
+        before[sid] = store_of(app).load(PREFIX + sid)
+    rotate(app)
+    result = run(app, "rekey")
+    assert result.exit_code == 0, result.output
+    assert "rekeyed:         1" in result.output
+    assert "failed MAC:      0" in result.output
+    assert "not ours:        2" in result.output
+    assert {sid: store_of(app).load(PREFIX + sid) for sid in before} == before
     assert stale_keys(app, good) == set()
 
 
