@@ -170,8 +170,9 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
                 f"PICKLESESSION_FILE_DIR must be a path, not {folder!r}"
             )
         _warn_unused_redis(app, overrides, folder)
-        # Relative to the directory the app started in, and kept there.
-        return FileSystemStore(os.path.abspath(folder))
+        # Relative to the directory the app started in, and kept there; a
+        # value from an environment file has had no shell to expand "~".
+        return FileSystemStore(os.path.abspath(os.path.expanduser(folder)))
     return _redis_store(app, overrides)
 
 

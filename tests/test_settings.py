@@ -100,6 +100,16 @@ def test_a_relative_folder_stays_where_the_app_started(tmp_path, monkeypatch):
     assert settings.store.directory == str(tmp_path / "relative")
 
 
+def test_a_folder_under_the_home_directory_is_expanded(tmp_path, monkeypatch):
+    """A setting read from an environment file is not expanded by a shell:
+    ``~`` would otherwise become a folder named ``~`` in the working one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    app = make(tmp_path, PICKLESESSION_FILE_DIR="~/sessions")
+    settings = PickleSession(app).settings_for(app)
+    assert settings.store.directory == str(tmp_path / "home" / "sessions")
+
+
 def test_defaults(tmp_path):
     app = make(tmp_path)
     settings = PickleSession(app).settings_for(app)
