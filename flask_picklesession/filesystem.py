@@ -51,10 +51,29 @@ _STALE_TEMP_SECONDS = 3600
 #: Largest file :meth:`FileSystemStore.load` reads: a file that claims more is
 #: refused as corrupt before memory is allocated for it.
 MAX_FILE_SIZE = 64 * 1024 * 1024
+#: Opens of a session file that a save replaced meanwhile, before giving up.
+_REOPEN_TRIES = 8
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _read_open_file(fd: int) -> tuple[int, bytes]:
+    """``(expiry, record)`` of an open session file."""
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read session file: {exc}") from exc
+    data = b"".join(chunks)
+    if len(data) < _EXPIRY.size:
+        raise CorruptRecord("session file is shorter than its header")
+    return _EXPIRY.unpack_from(data)[0], data[_EXPIRY.size :]
 
 
 class FileSystemStore(Store):
@@ -103,23 +122,32 @@ class FileSystemStore(Store):
     # -- reading -----------------------------------------------------------
 
     def _open_entry(self, path: str, flags: int) -> int | None:
-        """Open a session file, refusing links and anything not a regular file."""
-        try:
-            fd = os.open(path, flags)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            # A link, a folder, a socket or a device: not a session file.
-            # (ENOTDIR is not among them: the session folder itself is then
-            # no folder, and the store is unavailable, as it is for writes.)
-            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-                raise CorruptRecord("session entry is not a regular file") from exc
-            raise StoreUnavailable(f"cannot open session file: {exc}") from exc
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
+        """Open a session file, refusing links and anything not a regular file.
+
+        A file that a save replaced, or a delete removed, just as it was
+        opened has no name any more: it is opened again, so that the caller
+        reads, and refreshes, the session's file as it is now.
+        """
+        for _ in range(_REOPEN_TRIES):
+            try:
+                fd = os.open(path, flags)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                # A link, a folder, a socket or a device: not a session file.
+                # (ENOTDIR is not among them: the session folder itself is
+                # then no folder, and the store is unavailable, as for writes.)
+                if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    raise CorruptRecord("session entry is not a regular file") from exc
+                raise StoreUnavailable(f"cannot open session file: {exc}") from exc
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
+                os.close(fd)
+                raise CorruptRecord("session entry is not a regular file of sane size")
+            if info.st_nlink:
+                break
             os.close(fd)
-            raise CorruptRecord("session entry is not a regular file of sane size")
-        return fd
+        return fd  # after that many replacements, a file that was current
 
     def _read_file(self, path: str) -> tuple[int, bytes] | None:
         """Return ``(expiry, record)`` of a file, or None if there is none."""
@@ -127,20 +155,9 @@ class FileSystemStore(Store):
         if fd is None:
             return None
         try:
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot read session file: {exc}") from exc
+            return _read_open_file(fd)
         finally:
             os.close(fd)
-        data = b"".join(chunks)
-        if len(data) < _EXPIRY.size:
-            raise CorruptRecord("session file is shorter than its header")
-        return _EXPIRY.unpack_from(data)[0], data[_EXPIRY.size :]
 
     def _read_live(self, key: str) -> bytes | None:
         """Read a record, removing it if it has expired."""
@@ -167,10 +184,24 @@ class FileSystemStore(Store):
             return True
 
     def load(self, key: str, ttl: int | None = None) -> bytes | None:
-        record = self._read_live(key)
-        if record is not None and ttl is not None and not self.touch(key, ttl):
+        if ttl is None:
+            return self._read_live(key)
+        # Read and refresh the same file: with two opens, a save replacing
+        # the file in between made the refresh miss, and the read report
+        # the session as gone.
+        fd = self._open_entry(self._path(key), _OPEN_RW)
+        if fd is None:
             return None
-        return record
+        try:
+            expiry, record = _read_open_file(fd)
+            refreshed = expiry > _now_ms() and self._refresh_open_file(fd, ttl)
+        finally:
+            os.close(fd)
+        if refreshed:
+            return record
+        if expiry <= _now_ms():
+            self._remove_if_expired(key)
+        return None
 
     def info(self, key: str) -> EntryInfo | None:
         found = self._read_file(self._path(key))
@@ -206,20 +237,30 @@ class FileSystemStore(Store):
         if fd is None:
             return False
         try:
+            return self._refresh_open_file(fd, ttl)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _refresh_open_file(fd: int, ttl: int) -> bool:
+        """Set a live session file's expiry; False if it is none to refresh.
+
+        A save that replaces the file after it was opened writes its own,
+        fresh expiry: this one then lands in the replaced file, unseen.
+        """
+        try:
             header = os.pread(fd, _EXPIRY.size + 1, 0)
             if (
                 len(header) <= _EXPIRY.size
                 or header[_EXPIRY.size] != FORMAT_VERSION
                 or _EXPIRY.unpack_from(header)[0] <= _now_ms()
-                or os.fstat(fd).st_nlink != 1
+                or os.fstat(fd).st_nlink > 1
             ):
                 return False
             os.pwrite(fd, _EXPIRY.pack(_now_ms() + ttl), 0)
             return True
         except OSError as exc:
             raise StoreUnavailable(f"cannot refresh session file: {exc}") from exc
-        finally:
-            os.close(fd)
 
     def _write(self, key: str, record: bytes, ttl: int) -> None:
         """Write a file atomically: temporary file first, then ``os.replace``."""

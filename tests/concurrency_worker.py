@@ -62,7 +62,7 @@ class Gates:
 def _run_step(step: str, gate: Gate) -> None:
     session = flask.session
     op, *args = step.split(":")
-    if op == "load":  # load the record without decoding any value
+    if op == "load":  # load the record (counting keys decodes the values)
         len(session)
     elif op == "read":
         session.get(args[0])

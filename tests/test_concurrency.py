@@ -611,6 +611,30 @@ def test_regenerate_keeps_change_saved_while_it_ran(serve_app, raw_store):
     assert site.dump(new_cookie) == {"user": "bob", "cart": ["apple", "pear"]}
 
 
+def test_writers_of_different_keys_as_the_refresh_falls_due(serve_app, pool):
+    """A permanent session whose stored expiry is due for a refresh (over 1%
+    of its lifetime has passed) in every round: parallel writers of
+    different keys all keep their write in this session. None may be told,
+    by a refresh that met a concurrent save, that the session is gone, and
+    so write into a new session of its own."""
+    site = serve_app(PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=2))
+    cookie = site.seed("permanent,set:base:0")
+    writers = 8
+    for round_ in range(15):
+        time.sleep(0.03)  # 1.5% of the lifetime: due again
+        jobs = [
+            pool.submit(site.get, site.steps_path("", f"set:k{i}:{round_}"), cookie)
+            for i in range(writers)
+        ]
+        replies = [job.result(HTTP_TIMEOUT) for job in jobs]
+        assert [r.status for r in replies] == [200] * writers
+        assert {sid_of(r.cookie) for r in replies if r.cookie} <= {sid_of(cookie)}
+        dump = site.dump(cookie)
+        assert dump == {"base": "0", "_permanent": True} | {
+            f"k{i}": str(round_) for i in range(writers)
+        }
+
+
 # -- 5, 6. many concurrent requests on a real server ----------------------------------
 
 N_READERS = N_REQUESTS // 4

@@ -591,6 +591,11 @@ class _NoRefreshStore(FileSystemStore):
     def touch(self, key: str, ttl: int) -> bool:
         raise StoreUnavailable("refused on purpose")
 
+    def load(self, key: str, ttl: int | None = None) -> bytes | None:
+        if ttl is not None:  # a read that refreshes, like Redis's GETEX
+            raise StoreUnavailable("refused on purpose")
+        return super().load(key)
+
 
 @pytest.mark.parametrize("route", ["/untouched", "/get/a"])
 def test_a_refresh_the_store_refuses_fails_no_view(tmp_path, caplog, route):

@@ -109,6 +109,34 @@ def test_touch_rewrites_only_the_expiry(fs):
     assert fs.info("k").ttl > 59_000
 
 
+@pytest.mark.parametrize("with_refresh", [True, False], ids=["load+refresh", "load"])
+def test_a_save_replacing_the_file_as_it_is_opened_is_read_not_lost(
+    fs, monkeypatch, with_refresh
+):
+    """A save replaces the file just after a reader opened it: the opened
+    file has no name any more. The reader must see the session, as it is
+    now; a refresh that reported it gone made the request start a new
+    session, and its writes went there instead of into this one."""
+    fs.create("k", record(a=b"1"), 60_000)
+    path = os.path.join(fs.directory, "k")
+    real_open, raced = os.open, []
+
+    def open_then_a_save_replaces(name, flags, *args):
+        fd = real_open(name, flags, *args)
+        # Under refresh, the open that may write: the old code's second one.
+        writes = bool(flags & os.O_RDWR) or not with_refresh
+        if os.fspath(name) == path and writes and not raced:
+            raced.append(True)
+            assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == 2
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_a_save_replaces)
+    loaded = fs.load("k", 120_000 if with_refresh else None)
+    assert raced and loaded == record(a=b"1", b=b"2")
+    if with_refresh:
+        assert fs.info("k").ttl > 119_000
+
+
 def test_cleanup_removes_expired_only(fs):
     fs.create("old", record(a=b"1"), 20)
     fs.create("live", record(a=b"1"), 60_000)
