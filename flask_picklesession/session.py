@@ -204,11 +204,19 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return len(self._keys())
 
+    def __bool__(self) -> bool:
+        # ``if session:`` may run on every page: answered without decoding.
+        self.accessed = True
+        entries = self._load()
+        return any(k not in self._deleted for k in entries) or any(
+            k not in entries for k in self._values
+        )
+
     def _keys(self) -> list[str]:
         """Every key, stored ones first, in the order a dict would keep.
 
         Listing or counting keys usually precedes reading them
-        (``dict(session)``, ``items()``, ``if session:``): every stored value
+        (``dict(session)``, ``items()``, ``len(session)``): every stored value
         is decoded first, so a value that cannot be decoded empties the
         session before any of its keys is counted or handed out.
         """

@@ -583,6 +583,7 @@ def test_unwritable_session_folder_raises_store_unavailable(tmp_path):
     [
         lambda s: "a" in s,
         lambda s: len(s),
+        lambda s: bool(s),
         lambda s: list(s),
         lambda s: s.get("a"),
         lambda s: s["a"],
@@ -590,7 +591,17 @@ def test_unwritable_session_folder_raises_store_unavailable(tmp_path):
         lambda s: s.permanent,
         lambda s: s.setdefault("b", 1),
     ],
-    ids=["in", "len", "iter", "get", "index", "keys", "permanent", "setdefault"],
+    ids=[
+        "in",
+        "len",
+        "bool",
+        "iter",
+        "get",
+        "index",
+        "keys",
+        "permanent",
+        "setdefault",
+    ],
 )
 def test_any_read_adds_vary_cookie(app, use):
     @app.route("/use")

@@ -527,10 +527,11 @@ class RemovedByADeploy:
 def test_a_value_whose_class_is_gone_empties_the_session_however_it_is_counted(
     make_app, caplog, monkeypatch
 ):
-    """Counting or listing the keys decodes them first, so ``len``, ``bool``
-    and iteration agree that the session is empty, with a warning naming
-    the key. The record itself is kept: a rollback that brings the class
-    back finds the session whole."""
+    """Counting or listing the keys decodes them first, so ``len`` and
+    iteration agree that the session is empty, with a warning naming the
+    key (``bool`` decodes nothing, so ``if session:`` stays cheap). The
+    record itself is kept: a rollback that brings the class back finds the
+    session whole."""
     cookie = _cookie_of_session_holding(
         make_app, user="alice", gadget=RemovedByADeploy(3)
     )
@@ -541,11 +542,17 @@ def test_a_value_whose_class_is_gone_empties_the_session_however_it_is_counted(
         session = flask.session
         return repr((len(session), bool(session), list(session)))
 
+    @app.route("/truthy")
+    def truthy():
+        return repr(bool(flask.session))
+
     c = app.test_client()
     put_cookie(c, cookie)
     with monkeypatch.context() as deploy:
         deploy.delattr(f"{__name__}.RemovedByADeploy")
         with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+            assert c.get("/truthy").data == b"True"
+            assert caplog.text == ""
             assert c.get("/count").data == b"(0, False, [])"
         assert "session['gadget']" in caplog.text
         assert "RemovedByADeploy" in caplog.text
