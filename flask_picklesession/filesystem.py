@@ -128,7 +128,8 @@ class FileSystemStore(Store):
         opened has no name any more: it is opened again, so that the caller
         reads, and refreshes, the session's file as it is now.
         """
-        for _ in range(_REOPEN_TRIES):
+        tries = _REOPEN_TRIES
+        while True:
             try:
                 fd = os.open(path, flags)
             except FileNotFoundError:
@@ -144,10 +145,10 @@ class FileSystemStore(Store):
             if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
                 os.close(fd)
                 raise CorruptRecord("session entry is not a regular file of sane size")
-            if info.st_nlink:
-                break
+            tries -= 1
+            if info.st_nlink or not tries:
+                return fd  # after that many replacements, one that was current
             os.close(fd)
-        return fd  # after that many replacements, a file that was current
 
     def _read_file(self, path: str) -> tuple[int, bytes] | None:
         """Return ``(expiry, record)`` of a file, or None if there is none."""

@@ -137,6 +137,23 @@ def test_a_save_replacing_the_file_as_it_is_opened_is_read_not_lost(
         assert fs.info("k").ttl > 119_000
 
 
+def test_a_file_replaced_at_every_open_is_still_read(fs, monkeypatch):
+    """Opening again is bounded: a file whose every open finds it replaced
+    (faked here) is read as it was then, from a descriptor still open."""
+    fs.create("k", record(a=b"1"), 60_000)
+    real_fstat, opens = os.fstat, []
+
+    def always_replaced(fd):
+        opens.append(fd)
+        found = list(real_fstat(fd))
+        found[stat.ST_NLINK] = 0
+        return os.stat_result(found)
+
+    monkeypatch.setattr(os, "fstat", always_replaced)
+    assert fs.load("k") == record(a=b"1")
+    assert len(opens) > 1
+
+
 def test_cleanup_removes_expired_only(fs):
     fs.create("old", record(a=b"1"), 20)
     fs.create("live", record(a=b"1"), 60_000)
