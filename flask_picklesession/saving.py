@@ -281,6 +281,11 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
     b = session._binding
     if not set(values) - _META_KEYS:
         return _DELETE if b.cookie is not None else None
+    if session._permanent_set and "_permanent" not in {*values, *session._values}:
+        # Made permanent while the cookie said it was: the session it
+        # named is gone, and this new one must be permanent too.
+        session._values["_permanent"] = True
+        values = {**values, "_permanent": b.codec.encode("_permanent", True)}
     sizes = _measure(values)
     _refuse_over_limit(session, sizes[1])
     for _ in range(_CREATE_TRIES):

@@ -59,6 +59,9 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     _save_failed = False
     #: Id this session had before :meth:`regenerate`, to delete on save.
     _replaced_sid: str | None = None
+    #: ``permanent`` as last set to the value it already had: given to a
+    #: new session if the stored one is gone (see :mod:`.saving`).
+    _permanent_set = False
 
     def __init__(self, binding: Binding) -> None:
         self._binding = binding
@@ -280,6 +283,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         self.accessed = True
         self._suppressed = False
         self._cleared = True
+        self._permanent_set = False
         self._entries, self._stale = {}, frozenset()
         self._values.clear()
         self._dirty.clear()
@@ -320,7 +324,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         """Flask's ``session.permanent``; known from the cookie before loading."""
         self.accessed = True
         if "_permanent" in self._values or self._entries is not None:
-            return bool(self.get("_permanent", False))
+            return bool(self.get("_permanent", self._permanent_set))
         cookie = self._binding.cookie
         return bool(cookie and cookie.permanent)
 
@@ -329,6 +333,10 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         # Many apps set this on every request; do not turn each into a write.
         if self.permanent != bool(value) or "_permanent" in self._dirty:
             self["_permanent"] = bool(value)
+        elif "_permanent" not in self._values:
+            # The flag agreed, maybe only the cookie's: should the stored
+            # session turn out to be gone, the new one must still have it.
+            self._permanent_set = bool(value)
 
     def regenerate(self) -> None:
         """Give the session a new id, keeping its data (defence against fixation).

@@ -480,6 +480,33 @@ def test_expired_entry_is_never_returned(make_app, raw_store):
     assert raw_store.load("session:" + sid) is None
 
 
+@pytest.mark.parametrize("read_first", [False, True], ids=["blind", "read_first"])
+def test_made_permanent_again_after_the_stored_session_is_gone(
+    make_app, raw_store, read_first
+):
+    """The browser still sends the cookie of a permanent session whose entry
+    expired, was evicted or deleted. A login that sets ``permanent = True``,
+    as the cookie already says, must get a new session that is permanent."""
+    app = add_routes(make_app())
+
+    @app.route("/login")
+    def login():
+        flask.session.permanent = True
+        if read_first:
+            flask.session.get("user")
+        flask.session["user"] = "alice"
+        return repr(flask.session.permanent)
+
+    c = app.test_client()
+    c.get("/permanent/user/bob")
+    assert raw_store.delete("session:" + sid_of(c))
+    rv = c.get("/login")
+    assert rv.data == b"True"
+    assert "Expires=" in set_cookie_headers(rv)[0]
+    assert c.get("/get/_permanent").data == b"True"
+    assert c.get("/get/user").data == b"'alice'"
+
+
 # -- 11: regenerate -------------------------------------------------------------------
 
 
