@@ -256,8 +256,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     # A copy is detached, as a copy of Flask's dict session is: writing to
     # it must not change this session. A plain dict, since a second session
     # object would share this one's id and store.
-    def __copy__(self) -> dict[str, t.Any]:
-        return dict(self)
+    __copy__ = copy
 
     def __deepcopy__(self, memo: dict[int, t.Any]) -> dict[str, t.Any]:
         return copy.deepcopy(dict(self), memo)
