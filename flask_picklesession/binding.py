@@ -77,6 +77,10 @@ def _lifetime_ms(app: Flask, lifetime: object) -> int:
 class Binding:
     """Store, codec, keys and timing of one request's session."""
 
+    #: A load found the store unreachable (it timed out or refused the
+    #: connection): a refresh at the end of the request would wait again.
+    unreachable = False
+
     def __init__(self, app: Flask, settings: Settings, raw_cookie: str | None) -> None:
         self.app = app
         self.store = settings.store
@@ -184,6 +188,9 @@ class Binding:
         except CorruptRecord as exc:
             warn_corrupt(sid, str(exc))
             return None
+        except StoreUnavailable as exc:
+            self.unreachable = not exc.reached
+            raise
 
     def _read(self, sid: str) -> bytes | None:
         if not self.refresh_due:
@@ -191,6 +198,8 @@ class Binding:
         try:
             return self.store.load(self.key(sid), self.ttl)
         except StoreUnavailable as exc:
+            if not exc.reached:
+                raise  # a plain read would time out as well
             record = self.store.load(self.key(sid))  # raises if reads fail too
             self.__dict__["refresh_due"] = False
             warn_refresh_failed(sid, exc)

@@ -26,6 +26,12 @@ class StoreUnavailable(SessionError):
     it was not.
     """
 
+    def __init__(self, message: str, *, reached: bool = True) -> None:
+        super().__init__(message)
+        #: False when the store did not answer at all (connection refused or
+        #: timed out): another command sent at once would only wait again.
+        self.reached = reached
+
 
 class SessionTooLarge(SessionError, ValueError):
     """A serialized session is larger than ``PICKLESESSION_MAX_SIZE``.

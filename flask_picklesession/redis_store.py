@@ -4,12 +4,18 @@ Works with ``redis.Redis``, ``redis.cluster.RedisCluster`` and Sentinel
 ``master_for()`` clients, accepted for what they can do rather than their
 class. Each operation is one round trip: GET or GETEX to load, SET NX to
 create, one script to merge a save, DEL to delete. Every session lives in a
-single key, so the script is safe on a cluster.
+single key, so the scripts are safe on a cluster.
+
+redis-py sends a command again when its reply is lost (a timeout, a dropped
+connection), so every operation gives the same answer when it ran twice: a
+create finds its own record, a take finds its own marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import secrets
 import typing as t
 
 from .errors import ConfigurationError, StoreUnavailable
@@ -27,7 +33,7 @@ if t.TYPE_CHECKING:
 MERGE_SCRIPT = """
 local cur = redis.pcall('GET', KEYS[1])
 if type(cur) == 'table' and cur.err then return -3 end
-if not cur then return -1 end
+if not cur or string.byte(cur, 1) == 0 then return -1 end
 if string.byte(cur, 1) ~= 1 then return -3 end
 local function read_varint(s, pos)
   local n, mul = 0, 1
@@ -115,14 +121,20 @@ return count
 #: first write, and PEXPIRE is not one it refuses, so behind it the APPEND
 #: would pass a full server's memory limit.
 #: ARGV: ttl in ms, the size the record may reach, the bytes to append.
-#: Returns 1, or -1 (gone), -3 (not a string) or -4: the record would grow
-#: past the limit, so the caller merges (and so compacts) instead. A record
-#: of another format version stays unreadable: loads report it.
+#: Returns 1, or -1 (gone, or moved: see :data:`TAKE_SCRIPT`), -3 (not a
+#: string) or -4: the record would grow past the limit, so the caller merges
+#: (and so compacts) instead. A record of another format version stays
+#: unreadable: loads report it. On Redis 7 and later an ACL user refused
+#: PEXPIRE is refused before the APPEND: a save that raises is never half done.
 APPEND_SCRIPT = """
 local size = redis.pcall('STRLEN', KEYS[1])
 if type(size) == 'table' and size.err then return -3 end
 if size == 0 then return -1 end
+if redis.call('GETRANGE', KEYS[1], 0, 0) == string.char(0) then return -1 end
 if size + #ARGV[3] > tonumber(ARGV[2]) then return -4 end
+if redis.acl_check_cmd and not redis.acl_check_cmd('PEXPIRE', KEYS[1], ARGV[1]) then
+  return redis.error_reply('NOPERM this user has no permissions to run PEXPIRE')
+end
 redis.call('APPEND', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
@@ -130,9 +142,34 @@ return 1
 #: :data:`APPEND_SCRIPT`'s answer when the record must be rewritten instead.
 _NEEDS_REWRITE = -4
 
+#: Takes a record away, to move it to a new id, so that a second run of the
+#: same call gets it too. GETDEL could not: when redis-py resends it after
+#: losing the reply, the second answer is nil, read as "deleted meanwhile",
+#: and the session was dropped. The record is replaced by a marker, the
+#: caller's token followed by the record, which loads and merges take for a
+#: deleted session, and which the caller deletes once it has the record.
+#: ARGV: token, marker lifetime in ms. Returns the record, nil when there is
+#: none (or another call's marker), or -3 when the key is not a string.
+TAKE_SCRIPT = """
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'table' and cur.err then return -3 end
+if not cur then return false end
+if string.byte(cur, 1) == 0 then
+  if string.sub(cur, 2, 1 + #ARGV[1]) == ARGV[1] then
+    return string.sub(cur, 2 + #ARGV[1])
+  end
+  return false
+end
+redis.call('SET', KEYS[1], string.char(0) .. ARGV[1] .. cur, 'PX', ARGV[2])
+return cur
+"""
+#: First byte of a marker left by :data:`TAKE_SCRIPT`; records start with 1.
+MOVED_MARKER = b"\x00"
+#: How long a marker outlives a take whose caller could not delete it.
+_MARKER_TTL_MS = 60_000
+
 _REQUIRED = (
     "get",
-    "getdel",
     "getex",
     "set",
     "delete",
@@ -156,6 +193,11 @@ def _redis_module() -> t.Any:
 
 def check_client(client: object, name: str) -> None:
     """Refuse, naming ``name``, what cannot serve as the store's client."""
+    if isinstance(client, type):
+        raise ConfigurationError(
+            f"{name} is the class {client.__qualname__}, not a client; give it"
+            f" one: {client.__qualname__}(host=..., port=...)"
+        )
     missing = [m for m in _REQUIRED if not callable(getattr(client, m, None))]
     if missing:
         raise ConfigurationError(
@@ -214,7 +256,8 @@ class _ClientErrors:
             raise StoreUnavailable(f"Redis refused to {self.action}: {exc}") from exc
         if isinstance(exc, store._client_errors):
             raise StoreUnavailable(
-                f"Redis unavailable to {self.action}: {exc}"
+                f"Redis unavailable to {self.action}: {exc}",
+                reached=not isinstance(exc, store._unreachable_errors),
             ) from exc
 
 
@@ -234,10 +277,16 @@ class RedisStore(Store):
             getattr(redis.exceptions, "RedisClusterException", OSError),
             OSError,
         )
+        self._unreachable_errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            OSError,
+        )
         #: The redis-py client this store talks through.
         self.client = client
         self._merge = client.register_script(MERGE_SCRIPT)
         self._append = client.register_script(APPEND_SCRIPT)
+        self._take = client.register_script(TAKE_SCRIPT)
         self._scripts_sent: set[str] = set()
 
     @classmethod
@@ -273,13 +322,19 @@ class RedisStore(Store):
                 data = self.client.get(key)
             else:
                 data = self.client.getex(key, px=ttl)
-        if data is not None and not isinstance(data, bytes):
+        if data is None or data[:1] == MOVED_MARKER:
+            return None  # a marker: the session is being moved to a new id
+        if not isinstance(data, bytes):
             raise CorruptRecord("Redis returned text; is decode_responses on?")
         return data
 
     def create(self, key: str, record: bytes, ttl: int) -> bool:
         with self._errors("create a session"):
-            return bool(self.client.set(key, record, px=ttl, nx=True))
+            if self.client.set(key, record, px=ttl, nx=True):
+                return True
+            # Ids are random: a taken one is this very SET, sent again by
+            # redis-py after its first reply was lost, and already stored.
+            return bool(self.client.get(key) == record)
 
     def patch(
         self,
@@ -307,20 +362,23 @@ class RedisStore(Store):
             return self._run(MERGE_SCRIPT, self._merge, key, args)
 
     def _run(self, source: str, script: t.Any, key: str, args: list[t.Any]) -> int:
+        return int(self._call(source, script, key, args))
+
+    def _call(self, source: str, script: t.Any, key: str, args: list[t.Any]) -> t.Any:
         client = self.client
         if source not in self._scripts_sent:
             # EVAL caches the script on the server as it runs, so even the
             # first call is one round trip; EVALSHA from then on.
             result = client.eval(source, 1, key, *args)
             self._scripts_sent.add(source)
-            return int(result)
+            return result
         # EVALSHA directly: redis-py's Script object adds a tenth to the
         # client-side cost of the call. A server that lost its script cache
         # (restart, SCRIPT FLUSH, failover) is sent the source again.
         try:
-            return int(client.evalsha(script.sha, 1, key, *args))
+            return client.evalsha(script.sha, 1, key, *args)
         except self._redis.exceptions.NoScriptError:
-            return int(client.eval(source, 1, key, *args))
+            return client.eval(source, 1, key, *args)
 
     def touch(self, key: str, ttl: int) -> bool:
         with self._errors("refresh a session"):
@@ -331,10 +389,21 @@ class RedisStore(Store):
             return bool(self.client.delete(key))
 
     def take(self, key: str) -> bytes | None:
+        """Read and delete a record in one step that is safe to run twice."""
+        token = secrets.token_bytes(16)
         with self._errors("move a session"):
-            data = self.client.getdel(key)
-        if data is not None and not isinstance(data, bytes):
-            raise CorruptRecord("Redis returned text; is decode_responses on?")
+            data = self._call(TAKE_SCRIPT, self._take, key, [token, _MARKER_TTL_MS])
+        if data is None:
+            return None
+        if not isinstance(data, bytes):
+            raise CorruptRecord(
+                "key holds another Redis type"
+                if isinstance(data, int)
+                else "Redis returned text; is decode_responses on?"
+            )
+        # The marker has served: a failed delete leaves it to expire.
+        with contextlib.suppress(StoreUnavailable), self._errors("move a session"):
+            self.client.delete(key)
         return data
 
     def scan(self, prefix: str) -> Iterator[str]:

@@ -222,6 +222,8 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     cookie = b.cookie
     if cookie is None or (session._entries is not None and not session._exists):
         return None
+    if b.unreachable:
+        return None  # its load failed: the next request refreshes
     if session._forced:
         # modified = True with nothing to write: Flask re-sends the cookie
         # with a new expiry, so the stored expiry moves with it.

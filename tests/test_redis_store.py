@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import flask
 import pytest
@@ -37,7 +41,7 @@ SCRIPT_INNER = ("get", "set", "del")
 
 def redis_app(tmp_path, client=None, **config):
     app = flask.Flask("redis_app", instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="k", PICKLESESSION_STORE="redis", **config)
+    app.config.update({"SECRET_KEY": "k", "PICKLESESSION_STORE": "redis", **config})
     if client is not None:
         app.config["PICKLESESSION_REDIS"] = client
     PickleSession(app)
@@ -130,6 +134,7 @@ def test_round_trips_per_request_type(bump_app, redis_client):
     assert counter.counts == {
         "evalsha": 1,
         "strlen": 1,
+        "getrange": 1,  # not a marker of a session being moved
         "append": 1,
         "pexpire": 1,
     }
@@ -507,15 +512,15 @@ def test_repr_says_where_the_sessions_are_in_a_line() -> None:
 
 
 @contextlib.contextmanager
-def _client_denied(redis_client, command):
-    """A client of the same server whose ACL user may not run ``command``."""
-    user = f"no-{command}"
+def _client_denied(redis_client, *commands):
+    """A client of the same server whose ACL user may not run ``commands``."""
+    user = "no-" + "-".join(commands)
     redis_client.acl_setuser(
         user,
         enabled=True,
         passwords=["+pw"],
         keys=["*"],
-        commands=["+@all", f"-{command}"],
+        commands=["+@all", *(f"-{command}" for command in commands)],
     )
     port = redis_client.connection_pool.connection_kwargs["port"]
     try:
@@ -528,10 +533,167 @@ def test_regenerate_refused_halfway_leaves_no_copy_behind(tmp_path, redis_client
     """The new record is written before the old one is taken: when taking
     it is refused, the save raises and the new copy, which no cookie will
     ever name, is removed again."""
-    with _client_denied(redis_client, "getdel") as limited:
+    with _client_denied(redis_client, "eval", "evalsha") as limited:
         c = redis_app(tmp_path, limited, TESTING=True).test_client()
         c.get("/set/a/1")
         with pytest.raises(StoreUnavailable):
             c.get("/regenerate")
         assert redis_client.keys("session:*") == [b"session:" + sid_of(c).encode()]
         assert c.get("/dump").data == b"[('a', '1')]"
+
+
+def test_a_save_the_acl_refuses_halfway_is_not_done(tmp_path, redis_client):
+    """An append is followed by an expiry push: a user who may append but
+    not push expiries is refused before the append, not after it."""
+    version = redis_client.info("server")["redis_version"]
+    if int(version.split(".")[0]) < 7:
+        pytest.skip(f"Redis {version} has no redis.acl_check_cmd for scripts")
+    c = redis_app(tmp_path, redis_client, TESTING=True).test_client()
+    c.get("/set/a/1")
+    c.get("/set/b/2")  # the first script call goes by EVAL
+    key, cookie = "session:" + sid_of(c), cookie_value(c)
+    before = redis_client.get(key)
+    with _client_denied(redis_client, "pexpire") as limited:
+        c = redis_app(tmp_path, limited, TESTING=True).test_client()
+        put_cookie(c, cookie)
+        with pytest.raises(StoreUnavailable, match="PEXPIRE"):
+            c.get("/set/a/changed")
+    assert redis_client.get(key) == before
+
+
+def test_wrong_client_class_is_a_clear_error(tmp_path):
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        SECRET_KEY="k", PICKLESESSION_STORE="redis", PICKLESESSION_REDIS=redis.Redis
+    )
+    with pytest.raises(ConfigurationError, match="PICKLESESSION_REDIS is the class"):
+        PickleSession(app)
+
+
+# -- 7: a reply lost and the command sent again --------------------------------------
+
+#: Keeps the server busy for ARGV[1] microseconds, as a slow command would.
+_BUSY_SCRIPT = """
+local t0 = redis.call('TIME')
+repeat
+  local t = redis.call('TIME')
+until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) >= tonumber(ARGV[1])
+"""
+
+
+def _impatient_client(redis_server):
+    """A client that gives up on a reply after 0.25 s and sends it once more."""
+    return redis.Redis(
+        port=redis_server.port, socket_timeout=0.25, retry=Retry(NoBackoff(), 1)
+    )
+
+
+def _stall_before(store, method, redis_server):
+    """Make the server busy for 0.4 s just before ``store.method`` runs once.
+
+    The command then times out, redis-py sends it again on a new
+    connection, and the server, once free, runs both.
+    """
+    original = getattr(store, method)
+
+    def stalled(*args):
+        del store.__dict__[method]
+        busy = threading.Thread(
+            target=redis_server.client().eval, args=(_BUSY_SCRIPT, 0, 400_000)
+        )
+        busy.start()
+        time.sleep(0.05)
+        try:
+            return original(*args)
+        finally:
+            busy.join()
+
+    store.__dict__[method] = stalled
+
+
+def test_a_resent_take_still_moves_the_session(
+    tmp_path, redis_server, redis_client, caplog
+):
+    """regenerate() takes the old record; sent twice, the second take used
+    to find nothing, and the session, taken for deleted meanwhile, was
+    dropped: the login answered 200 with no session at all."""
+    client = _impatient_client(redis_server)
+    store = RedisStore(client)
+    app = redis_app(tmp_path, PICKLESESSION_STORE=store)
+    c = app.test_client()
+    c.get("/set/cart/book")
+    c.get("/set/n/1")
+    old = sid_of(c)
+    _stall_before(store, "take", redis_server)
+    caplog.set_level(logging.INFO, logger="flask_picklesession")
+    with command_counter(redis_server.client()) as counter:
+        rv = c.get("/regenerate")
+    # the busy script, then the take (its first call: EVAL), sent twice
+    assert counter.counts.get("eval") == 3, counter.counts
+    assert rv.status_code == 200
+    assert sid_of(c) != old
+    assert c.get("/dump").data == b"[('cart', 'book'), ('n', '1')]"
+    keys = redis_server.client().keys("session:*")
+    assert keys == [b"session:" + sid_of(c).encode()]
+    assert "dropped" not in caplog.text
+
+
+def test_a_resent_create_stores_one_record(tmp_path, redis_server, redis_client):
+    """SET NX sent twice finds its own record the second time: the session
+    keeps its id, and no copy is left that no cookie names."""
+    store = RedisStore(_impatient_client(redis_server))
+    c = redis_app(tmp_path, PICKLESESSION_STORE=store).test_client()
+    store.client.ping()  # connected: the stall meets the SET, not the handshake
+    _stall_before(store, "create", redis_server)
+    with command_counter(redis_server.client()) as counter:
+        c.get("/set/a/1")
+    assert counter.counts.get("set") == 2, counter.counts  # sent twice
+    keys = redis_server.client().keys("session:*")
+    assert keys == [b"session:" + sid_of(c).encode()]
+    assert c.get("/get/a").data == b"'1'"
+
+
+def test_a_moved_marker_reads_as_gone(redis_client):
+    """While a take's marker stands, the session is gone to every other
+    operation: loads, merges and appends, and other takes."""
+    store = RedisStore(redis_client)
+    key = "session:marked"
+    record = build({b"a": os.urandom(16) + b"\x01x"})
+    redis_client.set(key, b"\x00" + b"t" * 16 + record, px=60_000)
+    assert store.load(key) is None
+    assert store.load(key, 60_000) is None
+    assert store.take(key) is None
+    ops = [(OP_SET, b"b", os.urandom(16) + b"\x01y")]
+    assert store.patch(key, ops, 60_000, 1 << 20) == -1
+    assert store.patch(key, ops, 60_000, 1 << 20, append_limit=1 << 20) == -1
+    assert redis_client.get(key) == b"\x00" + b"t" * 16 + record
+
+
+def test_an_unreachable_store_is_asked_once(tmp_path, redis_server, redis_client):
+    """A timed-out refreshing read is not followed by a plain read, nor by
+    a refresh when the response goes out: each would wait as long again."""
+    lifetime = datetime.timedelta(seconds=5)  # a refresh is due after 50 ms
+    app = redis_app(
+        tmp_path,
+        _fragile_client(redis_server),
+        PERMANENT_SESSION_LIFETIME=lifetime,
+        TESTING=True,
+    )
+    calls = []
+    store = app.session_interface.settings_for(app).store
+    for method in ("load", "touch"):
+        original = getattr(store, method)
+        store.__dict__[method] = lambda *a, _o=original, _m=method: (
+            calls.append(_m) or _o(*a)
+        )
+    c = app.test_client()
+    c.get("/permanent/a/1")
+    time.sleep(0.06)
+    redis_server.stop()
+    calls.clear()
+    try:
+        with pytest.raises(StoreUnavailable):
+            c.get("/get/a")
+    finally:
+        redis_server.start()
+    assert calls == ["load"]
