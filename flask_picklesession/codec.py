@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
 import io
 import json
 import pickle
@@ -26,6 +27,7 @@ from flask.json.tag import TaggedJSONSerializer
 
 from .errors import SerializationError
 from .keys import MAC_SIZE
+from .pickle_guard import UnsafePickle, check_no_global_changed
 from .record import CorruptRecord, encode_varint, piece_size, read_varint
 
 if t.TYPE_CHECKING:
@@ -399,6 +401,10 @@ class JSONCodec(Codec):
         return _JSON + text.encode("utf-8")
 
 
+#: Pickles remembered as passed by the guard; about 50 bytes each.
+_GUARDED_DIGESTS = 4096
+
+
 class _AllowlistUnpickler(pickle.Unpickler):
     allowed: frozenset[str] = frozenset()
 
@@ -453,6 +459,8 @@ class PickleCodec(Codec):
     def __init__(self, allowlist: Iterable[str] | None = None) -> None:
         self._unpickler: type[_AllowlistUnpickler] | None = None
         self._pickler: type[_AllowlistPickler] | None = None
+        #: Digests of pickles the guard passed, so each is walked once.
+        self._guarded: set[bytes] = set()
         if allowlist is not None:
             names = frozenset(allowlist)
             self._unpickler = type(
@@ -512,7 +520,23 @@ class PickleCodec(Codec):
     def _load_pickle(self, body: bytes) -> object:
         if self._unpickler is None:
             return pickle.loads(body, fix_imports=False)
+        self._guard(body)
         return self._unpickler(io.BytesIO(body), fix_imports=False).load()
+
+    def _guard(self, body: bytes) -> None:
+        """Refuse a pickle that would change an allowed global as it loads."""
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if digest in self._guarded:
+            return
+        try:
+            check_no_global_changed(body)
+        except UnsafePickle as exc:
+            raise CorruptEntry(
+                f"{exc}; PICKLESESSION_PICKLE_ALLOWLIST refuses it"
+            ) from None
+        if len(self._guarded) >= _GUARDED_DIGESTS:
+            self._guarded.clear()
+        self._guarded.add(digest)
 
 
 def _strip_pickle_header(data: bytes) -> bytes:

@@ -165,6 +165,60 @@ def test_allowlist_blocks_code_execution_gadgets():
         PickleCodec(["datetime.date"]).decode(data)
 
 
+#: A pickle naming only an allowed class, whose BUILD sets an attribute on
+#: the class itself: ``Markup.escape = Markup`` for the whole process.
+_SETS_A_CLASS_ATTRIBUTE = [
+    # GLOBAL, then BUILD with state (None, {"escape": Markup})
+    b"cmarkupsafe\nMarkup\nN}X\x06\x00\x00\x00escapecmarkupsafe\nMarkup\ns\x86b.",
+    # the same through STACK_GLOBAL and the memo
+    b"\x8c\x0amarkupsafe\x8c\x06Markup\x93\x94N}\x8c\x06escapeh\x00s\x86b.",
+    b"\x8c\x0amarkupsafe\x8c\x06Markup\x93\x94h\x00N}\x8c\x01aK\x01s\x86b0.",
+    # SETITEMS and APPEND on the class: calls of its methods
+    b"cmarkupsafe\nMarkup\n(X\x01\x00\x00\x00aX\x01\x00\x00\x00bu.",
+    b"cmarkupsafe\nMarkup\nX\x01\x00\x00\x00aa.",
+]
+
+
+@pytest.mark.parametrize("body", _SETS_A_CLASS_ATTRIBUTE)
+def test_allowlist_refuses_a_pickle_that_changes_an_allowed_class(body):
+    before = dict(vars(Markup))
+    with pytest.raises(CorruptEntry, match="would change a global"):
+        PickleCodec(["markupsafe.Markup"]).decode(b"p" + body)
+    assert dict(vars(Markup)) == before
+    assert str(Markup("<p>{}</p>").format("<script>")) == "<p>&lt;script&gt;</p>"
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_allowlist_guard_passes_what_pickle_writes(protocol):
+    """Instances are built with BUILD and filled with SETITEMS and APPENDS
+    all the time: only a global as their target is refused."""
+    value = {
+        "points": [Point(1), Point([2, {"x": {3}}])] * 2,
+        "when": datetime.date(2026, 1, 1),
+        "tags": frozenset({"a"}),
+        "pair": (Point(0), b"raw"),
+        "html": Markup("<b>"),
+    }
+    codec = PickleCodec(
+        [
+            f"{__name__}.Point",
+            "datetime.date",
+            "markupsafe.Markup",
+            "builtins.set",
+            "builtins.frozenset",
+            "builtins.object",
+            "builtins.bytes",
+            "builtins.str",
+            "copyreg._reconstructor",  # what protocols 0 and 1 name
+            "_codecs.encode",
+        ]
+    )
+    data = pickle.dumps(value, protocol=protocol, fix_imports=False)
+    back = codec.decode(b"p" + data)
+    assert back["when"] == value["when"] and back["points"][1].x == [2, {"x": {3}}]
+    assert back["html"] == value["html"] and back["pair"][1] == b"raw"
+
+
 def test_make_codec_names():
     assert make_codec("pickle").name == "pickle" and make_codec("json").name == "json"
     with pytest.raises(ValueError):

@@ -498,6 +498,21 @@ def test_allowlist_admits_listed_globals_only(make_app, caplog, read):
     assert sc.get("/dump").data == b"[('lang', 'fr')]"
 
 
+def test_a_signed_pickle_cannot_change_an_allowed_class(make_app, raw_store, caplog):
+    """Someone holding the secret key and write access to the store, whom
+    the allowlist is for, cannot use an allowed class to change that class
+    (here: ``Markup.escape``, and so escaping) for every later request."""
+    app = make_app(PICKLESESSION_PICKLE_ALLOWLIST=["markupsafe.Markup"])
+    c, sid = _stored_session(app)
+    body = b"cmarkupsafe\nMarkup\nN}X\x06\x00\x00\x00escapecmarkupsafe\nMarkup\ns\x86b."
+    before = dict(vars(Markup))
+    _write(raw_store, sid, _forged(app.secret_key, sid, {"a": b"p" + body}))
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/dump").data == b"[]"
+    assert "would change a global" in caplog.text
+    assert dict(vars(Markup)) == before
+
+
 def test_key_found_by_in_can_then_be_read_even_if_undecodable(make_app, caplog):
     """``key in session`` answers for the decoded value: an entry that cannot
     be decoded (a global outside the allowlist, a class gone after a deploy)
