@@ -227,6 +227,8 @@ def _redis_store(app: Flask, overrides: dict[str, t.Any]) -> Store:
         raise ConfigurationError("PICKLESESSION_REDIS_URL must be a redis:// URL")
     try:
         return RedisStore.from_url(url)
+    except ConfigurationError:
+        raise  # redis-py is not installed: the URL is not to blame
     except ValueError as exc:
         raise ConfigurationError(
             f"PICKLESESSION_REDIS_URL is not usable: {exc}"

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
 
 import flask
 
@@ -55,3 +60,50 @@ def test_public_names():
         assert issubclass(
             getattr(flask_picklesession, name), flask_picklesession.SessionError
         )
+
+
+def _build(tmp_path: pathlib.Path) -> tuple[set[str], list[str]]:
+    """Names in the sdist (without its top folder) and in the wheel."""
+    # Built from a copy: a build writes into its source tree.
+    source, out = tmp_path / "source", tmp_path / "dist"
+    shutil.copytree(
+        pathlib.Path(__file__).resolve().parent.parent,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".*", "*.egg-info", "build", "dist", "__pycache__", "instance", "results"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out)],
+        cwd=source,
+        check=True,
+        capture_output=True,
+    )
+    (sdist,) = out.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return names, archive.namelist()
+
+
+def test_distributions_carry_the_license_and_a_runnable_test_suite(tmp_path):
+    """The sdist holds every file its tests import (not only ``test_*.py``),
+    both distributions carry the license, and neither carries caches."""
+    sdist, wheel = _build(tmp_path)
+    for needed in (
+        "LICENSE",
+        "tox.ini",
+        "tests/conftest.py",
+        "tests/helpers.py",
+        "tests/redis_servers.py",
+        "tests/concurrency_worker.py",
+        "tests/flask_suite/run_flask_suite.py",
+        "example_app/app.py",
+    ):
+        assert needed in sdist
+    assert any(name.rsplit("/", 1)[-1] == "LICENSE" for name in wheel)
+    assert "flask_picklesession/py.typed" in wheel
+    assert not any(name.startswith("tests/") for name in wheel)
+    for name in [*sdist, *wheel]:
+        assert "__pycache__" not in name and not name.endswith(".pyc"), name

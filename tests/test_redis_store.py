@@ -344,6 +344,7 @@ def test_package_imports_without_redis(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "flask-picklesession[redis]" in out.stdout
+    assert "URL" not in out.stdout  # the URL is fine: redis-py is missing
 
 
 # -- the merge script follows record.apply_ops exactly --------------------------------
