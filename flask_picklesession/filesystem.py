@@ -29,11 +29,13 @@ from .record import FORMAT_VERSION, CorruptRecord, apply_ops, build
 from .store import CORRUPT, GONE, TOO_LARGE, EntryInfo, Store
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from .record import Op
 
 _EXPIRY = struct.Struct(">Q")
+#: What a record starts with: tells a session file from any other file.
+_VERSION = bytes([FORMAT_VERSION])
 _NAME = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}")
 # O_NONBLOCK: a FIFO planted in the folder must not block the open; it is
 # then refused as not a regular file. Regular files ignore the flag.
@@ -173,13 +175,18 @@ class FileSystemStore(Store):
         return None
 
     def _remove_if_expired(self, key: str) -> bool:
+        """Remove an expired session file; any other file is left alone.
+
+        The folder may hold files that are no sessions (it may be shared by
+        mistake), and any 8 bytes read as an expiry may be in the past.
+        """
         with self._locked(key):
             path = self._path(key)
             try:
                 found = self._read_file(path)
             except CorruptRecord:
                 return False
-            if found is None or found[0] > _now_ms():
+            if found is None or found[0] > _now_ms() or found[1][:1] != _VERSION:
                 return False
             self._unlink(path)
             return True
@@ -351,10 +358,14 @@ class FileSystemStore(Store):
                 self._unlink(self._path(key))
             return record
 
-    def cleanup(self) -> int:
-        """Remove expired session files and temporary files left by a crash."""
+    def cleanup(self, keys: Iterable[str] | None = None) -> int:
+        """Remove expired session files and temporary files left by a crash.
+
+        Only files holding a record are removed as expired, of ``keys`` if
+        given (the CLI passes this app's session keys), else of any name.
+        """
         removed = 0
-        for key in self.scan(""):
+        for key in self.scan("") if keys is None else keys:
             with contextlib.suppress(CorruptRecord):
                 removed += self._remove_if_expired(key)
         removed += self._remove_stale_temps()

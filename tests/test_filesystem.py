@@ -173,6 +173,35 @@ def test_cleanup_removes_stale_temporary_files(fs):
     assert os.path.exists(fresh) and not os.path.exists(stale)
 
 
+#: Files met in a folder shared by mistake: their first 8 bytes, read as an
+#: expiry, are in the past.
+NOT_SESSIONS = {
+    "favicon.ico": b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00",
+    "clip.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00",
+    "app.db": b"\x00" * 4096,
+}
+
+
+def test_cleanup_removes_no_file_that_is_not_a_session(fs):
+    fs.create("old", record(a=b"1"), 20)
+    for name, data in NOT_SESSIONS.items():
+        with open(os.path.join(fs.directory, name), "wb") as handle:
+            handle.write(data)
+    time.sleep(0.03)
+    assert fs.cleanup() == 1
+    assert sorted(fs.scan("")) == sorted(NOT_SESSIONS)
+    assert fs.load("app.db") is None  # expired: never returned, still not removed
+    assert os.path.exists(os.path.join(fs.directory, "app.db"))
+
+
+def test_cleanup_of_given_keys_leaves_other_names_alone(fs):
+    fs.create("session:a", record(a=b"1"), 20)
+    fs.create("other:b", record(a=b"1"), 20)
+    time.sleep(0.03)
+    assert fs.cleanup(["session:a"]) == 1
+    assert sorted(fs.scan("")) == ["other:b"]
+
+
 def test_no_eviction_of_live_sessions(fs):
     for i in range(2000):
         fs.create(f"s{i}", record(a=b"1"), 60_000)
