@@ -78,6 +78,23 @@ def _read_open_file(fd: int) -> tuple[int, bytes]:
     return _EXPIRY.unpack_from(data)[0], data[_EXPIRY.size :]
 
 
+def _refuse_other_links(fd: int) -> None:
+    """Refuse a refreshing read of a file with other hard links.
+
+    Writing the expiry in place would change the other names too (a backup
+    made with ``cp -al`` or ``rsync --link-dest``). Raising, rather than
+    reporting the session missing, lets the caller read it without the
+    refresh and log why, as for a read-only folder; the next save replaces
+    the file, which ends the link.
+    """
+    if os.fstat(fd).st_nlink > 1:
+        raise StoreUnavailable(
+            "session file has other hard links (a backup made with cp -al or"
+            " rsync --link-dest?), so its expiry is not written in place;"
+            " the next save of the session replaces it and ends the link"
+        )
+
+
 class FileSystemStore(Store):
     """Keep sessions as files in ``directory`` (created with mode 0700)."""
 
@@ -202,7 +219,10 @@ class FileSystemStore(Store):
             return None
         try:
             expiry, record = _read_open_file(fd)
-            refreshed = expiry > _now_ms() and self._refresh_open_file(fd, ttl)
+            live = expiry > _now_ms()
+            if live:
+                _refuse_other_links(fd)
+            refreshed = live and self._refresh_open_file(fd, ttl)
         finally:
             os.close(fd)
         if refreshed:

@@ -154,6 +154,28 @@ def test_a_file_replaced_at_every_open_is_still_read(fs, monkeypatch):
     assert len(opens) > 1
 
 
+def test_a_hard_linked_file_is_read_but_not_refreshed_through_the_link(fs, tmp_path):
+    """A backup by ``cp -al`` links every session file: a refreshing read is
+    refused (the caller then reads without it), never reported as no
+    session, and nothing is written through the link until a save replaces
+    the file."""
+    from flask_picklesession import StoreUnavailable
+
+    fs.create("k", record(a=b"1"), 60_000)
+    path = os.path.join(fs.directory, "k")
+    backup = tmp_path / "backup"
+    os.link(path, backup)
+    before = backup.read_bytes()
+    with pytest.raises(StoreUnavailable, match="other hard links"):
+        fs.load("k", 120_000)
+    assert fs.load("k") == record(a=b"1")
+    assert fs.touch("k", 120_000) is False
+    assert backup.read_bytes() == before
+    fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000)  # ends the link
+    assert fs.load("k", 120_000) == record(a=b"1", b=b"2")
+    assert fs.info("k").ttl > 60_000 and backup.read_bytes() == before
+
+
 def test_cleanup_removes_expired_only(fs):
     fs.create("old", record(a=b"1"), 20)
     fs.create("live", record(a=b"1"), 60_000)
