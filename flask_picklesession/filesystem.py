@@ -5,8 +5,9 @@ followed by the record. Readers take no lock: files are replaced atomically
 (written to a temporary file in the same folder, then ``os.replace``), so a
 reader sees the old or the new file, never half of one. Writers of one
 session serialize on an ``flock`` of one of a fixed set of lock files, held
-only while merging a save, never from loading to saving. Files are never
-followed through symbolic links.
+only while merging a save, never from loading to saving, and waited for at
+most :data:`LOCK_TIMEOUT` seconds. Files are never followed through
+symbolic links.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ _OPEN_READ = os.O_RDONLY | _OPEN_FLAGS
 _OPEN_RW = os.O_RDWR | _OPEN_FLAGS
 #: Number of lock files; sessions hash onto them.
 LOCK_STRIPES = 64
+#: Longest wait, in seconds, for a lock file: a lock held longer is held by a
+#: stuck or stopped process, or by anyone who can write in the folder, and a
+#: save then fails with StoreUnavailable instead of hanging.
+LOCK_TIMEOUT = 10.0
+#: First and longest pause between tries to take a lock, in seconds: short
+#: at first, so that two writers of one stripe add no noticeable latency.
+_LOCK_PAUSES = (0.0002, 0.025)
 #: Temporary files older than this are leftovers of a crash.
 _STALE_TEMP_SECONDS = 3600
 #: Largest file :meth:`FileSystemStore.load` reads: a file that claims more is
@@ -95,6 +103,31 @@ def _refuse_other_links(fd: int) -> None:
         )
 
 
+def _flock(fd: int, name: str) -> None:
+    """Lock ``fd`` exclusively, waiting at most :data:`LOCK_TIMEOUT` seconds.
+
+    Polled, as ``flock`` has no timeout of its own; ``name`` is for the error.
+    """
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    pause, longest = _LOCK_PAUSES
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot lock {name}: {exc}") from exc
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable(
+                f"lock file {name} of the session folder was held for over"
+                f" {LOCK_TIMEOUT:g} s: is a process holding it stuck or stopped?"
+            )
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, longest)
+
+
 class FileSystemStore(Store):
     """Keep sessions as files in ``directory`` (created with mode 0700)."""
 
@@ -124,16 +157,21 @@ class FileSystemStore(Store):
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        """Hold the lock stripe of ``key``: excludes other threads and processes."""
+        """Hold the lock stripe of ``key``: excludes other threads and processes.
+
+        Waiting is bounded: anyone who can write in the folder can hold a
+        lock file, and must not hang every save.
+        """
         self._ensure_directory()
         stripe = hashlib.sha256(key.encode()).digest()[0] % LOCK_STRIPES
-        lock_path = os.path.join(self.directory, f".lock-{stripe:02d}")
+        name = f".lock-{stripe:02d}"
+        lock_path = os.path.join(self.directory, name)
         try:
             fd = os.open(lock_path, _OPEN_RW | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreUnavailable(f"cannot open lock file: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, name)
             yield
         finally:
             os.close(fd)  # closing releases the flock

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import flask
 import pytest
 
-from flask_picklesession import FileSystemStore, PickleSession
+import flask_picklesession.filesystem as filesystem_module
+from flask_picklesession import FileSystemStore, PickleSession, StoreUnavailable
 from flask_picklesession.record import OP_SET, CorruptRecord, build
 from tests.helpers import add_routes, sid_of
 
@@ -276,6 +281,48 @@ def test_file_claiming_huge_size_is_refused(fs):
         handle.truncate(65 * 1024 * 1024)  # sparse: no real disk used
     with pytest.raises(CorruptRecord):
         fs.load("k")
+
+
+def hold_lock(fs, key):
+    """Hold the lock file of ``key`` as another process would: flock locks
+    belong to an open file description, so a second open is another holder."""
+    stripe = hashlib.sha256(key.encode()).digest()[0] % filesystem_module.LOCK_STRIPES
+    name = f".lock-{stripe:02d}"
+    fd = os.open(os.path.join(fs.directory, name), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, name
+
+
+def test_a_lock_held_for_good_fails_the_save_instead_of_hanging(fs, monkeypatch):
+    # raising=False: the code before the timeout fails below, not here
+    monkeypatch.setattr(filesystem_module, "LOCK_TIMEOUT", 0.05, raising=False)
+    fs.create("k", record(a=b"1"), 60_000)
+    fd, name = hold_lock(fs, "k")
+    # Released at last: a save that waits for it, as one did, fails the test.
+    release = threading.Timer(3, fcntl.flock, (fd, fcntl.LOCK_UN))
+    release.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=re.escape(name)) as info:
+            fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000)
+        assert time.monotonic() - started < 1
+    finally:
+        release.cancel()
+        os.close(fd)
+    assert fs.directory not in str(info.value)
+    assert fs.load("k") == record(a=b"1")
+    assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == 2
+
+
+def test_a_lock_held_briefly_is_waited_for(fs):
+    fs.create("k", record(a=b"1"), 60_000)
+    fd, _name = hold_lock(fs, "k")
+    release = threading.Timer(0.05, os.close, (fd,))
+    release.start()
+    started = time.monotonic()
+    assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == 2
+    assert 0.04 < time.monotonic() - started < 1
+    release.join()
 
 
 WORKER = textwrap.dedent("""
