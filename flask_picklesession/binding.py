@@ -171,8 +171,9 @@ class Binding:
 
         Refreshes the stored expiry in the same round trip when it is due.
         A store that reads but refuses the refresh (Redis refusing writes, a
-        read-only folder) is read without it: the view gets its session, and
-        the cookie keeps the stamp of the expiry the store still has.
+        read-only folder, a session file with other hard links) is read
+        without it: the view gets its session, and the cookie keeps the
+        stamp of the expiry the store still has.
         """
         try:
             record = self._read(sid)

@@ -146,12 +146,18 @@ def _size(size: int) -> str:
 @picklesession_cli.command()
 @_reports_errors
 def cleanup() -> None:
-    """Remove expired sessions from a store that keeps them (the filesystem)."""
-    store = _target().store
+    """Remove expired sessions from a store that keeps them (the filesystem).
+
+    Only this app's sessions (prefix and session id) are candidates: the
+    folder may hold other files too.
+    """
+    target = _target()
+    store = target.store
     if not store.needs_cleanup:
         click.echo(f"Nothing to do: {store!r} expires sessions by itself.")
         return
-    removed = store.cleanup()
+    keys, _ = session_keys(target)
+    removed = store.cleanup(keys)
     click.echo(f"Removed {removed} expired or leftover file(s) from {store!r}.")
 
 

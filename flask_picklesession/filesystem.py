@@ -5,8 +5,9 @@ followed by the record. Readers take no lock: files are replaced atomically
 (written to a temporary file in the same folder, then ``os.replace``), so a
 reader sees the old or the new file, never half of one. Writers of one
 session serialize on an ``flock`` of one of a fixed set of lock files, held
-only while merging a save, never from loading to saving. Files are never
-followed through symbolic links.
+only while merging a save, never from loading to saving, and waited for at
+most :data:`LOCK_TIMEOUT` seconds. Files are never followed through
+symbolic links.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from .record import FORMAT_VERSION, CorruptRecord, apply_ops, build
 from .store import CORRUPT, GONE, TOO_LARGE, EntryInfo, Store
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from .record import Op
 
 _EXPIRY = struct.Struct(">Q")
+#: What a record starts with: tells a session file from any other file.
+_VERSION = bytes([FORMAT_VERSION])
 _NAME = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}")
 # O_NONBLOCK: a FIFO planted in the folder must not block the open; it is
 # then refused as not a regular file. Regular files ignore the flag.
@@ -46,6 +49,13 @@ _OPEN_READ = os.O_RDONLY | _OPEN_FLAGS
 _OPEN_RW = os.O_RDWR | _OPEN_FLAGS
 #: Number of lock files; sessions hash onto them.
 LOCK_STRIPES = 64
+#: Longest wait, in seconds, for a lock file: a lock held longer is held by a
+#: stuck or stopped process, or by anyone who can write in the folder, and a
+#: save then fails with StoreUnavailable instead of hanging.
+LOCK_TIMEOUT = 10.0
+#: First and longest pause between tries to take a lock, in seconds: short
+#: at first, so that two writers of one stripe add no noticeable latency.
+_LOCK_PAUSES = (0.0002, 0.025)
 #: Temporary files older than this are leftovers of a crash.
 _STALE_TEMP_SECONDS = 3600
 #: Largest file :meth:`FileSystemStore.load` reads: a file that claims more is
@@ -74,6 +84,48 @@ def _read_open_file(fd: int) -> tuple[int, bytes]:
     if len(data) < _EXPIRY.size:
         raise CorruptRecord("session file is shorter than its header")
     return _EXPIRY.unpack_from(data)[0], data[_EXPIRY.size :]
+
+
+def _refuse_other_links(fd: int) -> None:
+    """Refuse a refreshing read of a file with other hard links.
+
+    Writing the expiry in place would change the other names too (a backup
+    made with ``cp -al`` or ``rsync --link-dest``). Raising, rather than
+    reporting the session missing, lets the caller read it without the
+    refresh and log why, as for a read-only folder; the next save replaces
+    the file, which ends the link.
+    """
+    if os.fstat(fd).st_nlink > 1:
+        raise StoreUnavailable(
+            "session file has other hard links (a backup made with cp -al or"
+            " rsync --link-dest?), so its expiry is not written in place;"
+            " the next save of the session replaces it and ends the link"
+        )
+
+
+def _flock(fd: int, name: str) -> None:
+    """Lock ``fd`` exclusively, waiting at most :data:`LOCK_TIMEOUT` seconds.
+
+    Polled, as ``flock`` has no timeout of its own; ``name`` is for the error.
+    """
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    pause, longest = _LOCK_PAUSES
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot lock {name}: {exc}") from exc
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable(
+                f"lock file {name} of the session folder was held for over"
+                f" {LOCK_TIMEOUT:g} s: is a process holding it stuck or stopped?"
+            )
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, longest)
 
 
 class FileSystemStore(Store):
@@ -105,16 +157,21 @@ class FileSystemStore(Store):
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        """Hold the lock stripe of ``key``: excludes other threads and processes."""
+        """Hold the lock stripe of ``key``: excludes other threads and processes.
+
+        Waiting is bounded: anyone who can write in the folder can hold a
+        lock file, and must not hang every save.
+        """
         self._ensure_directory()
         stripe = hashlib.sha256(key.encode()).digest()[0] % LOCK_STRIPES
-        lock_path = os.path.join(self.directory, f".lock-{stripe:02d}")
+        name = f".lock-{stripe:02d}"
+        lock_path = os.path.join(self.directory, name)
         try:
             fd = os.open(lock_path, _OPEN_RW | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreUnavailable(f"cannot open lock file: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, name)
             yield
         finally:
             os.close(fd)  # closing releases the flock
@@ -173,13 +230,18 @@ class FileSystemStore(Store):
         return None
 
     def _remove_if_expired(self, key: str) -> bool:
+        """Remove an expired session file; any other file is left alone.
+
+        The folder may hold files that are no sessions (it may be shared by
+        mistake), and any 8 bytes read as an expiry may be in the past.
+        """
         with self._locked(key):
             path = self._path(key)
             try:
                 found = self._read_file(path)
             except CorruptRecord:
                 return False
-            if found is None or found[0] > _now_ms():
+            if found is None or found[0] > _now_ms() or found[1][:1] != _VERSION:
                 return False
             self._unlink(path)
             return True
@@ -195,7 +257,10 @@ class FileSystemStore(Store):
             return None
         try:
             expiry, record = _read_open_file(fd)
-            refreshed = expiry > _now_ms() and self._refresh_open_file(fd, ttl)
+            live = expiry > _now_ms()
+            if live:
+                _refuse_other_links(fd)
+            refreshed = live and self._refresh_open_file(fd, ttl)
         finally:
             os.close(fd)
         if refreshed:
@@ -351,10 +416,14 @@ class FileSystemStore(Store):
                 self._unlink(self._path(key))
             return record
 
-    def cleanup(self) -> int:
-        """Remove expired session files and temporary files left by a crash."""
+    def cleanup(self, keys: Iterable[str] | None = None) -> int:
+        """Remove expired session files and temporary files left by a crash.
+
+        Only files holding a record are removed as expired, of ``keys`` if
+        given (the CLI passes this app's session keys), else of any name.
+        """
         removed = 0
-        for key in self.scan(""):
+        for key in self.scan("") if keys is None else keys:
             with contextlib.suppress(CorruptRecord):
                 removed += self._remove_if_expired(key)
         removed += self._remove_stale_temps()

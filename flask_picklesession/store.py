@@ -12,7 +12,7 @@ import abc
 import typing as t
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from .record import Op
 
@@ -105,7 +105,9 @@ class Store(abc.ABC):
     def info(self, key: str) -> EntryInfo | None:
         """Return size and remaining lifetime of a live record, or None."""
 
-    def cleanup(self) -> int:
-        """Remove expired records; return how many. Stores that expire by
-        themselves have nothing to do."""
+    def cleanup(self, keys: Iterable[str] | None = None) -> int:
+        """Remove expired records, of ``keys`` only if given; return how many.
+
+        Stores that expire by themselves have nothing to do.
+        """
         return 0

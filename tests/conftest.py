@@ -52,8 +52,8 @@ class CountingStore(Store):
     def info(self, key):  # type: ignore[no-untyped-def]
         return self._call("info", key)
 
-    def cleanup(self):  # type: ignore[no-untyped-def]
-        return self._call("cleanup")
+    def cleanup(self, keys=None):  # type: ignore[no-untyped-def]
+        return self._call("cleanup", keys)
 
     def reset(self) -> dict[str, int]:
         """Return the counts so far and start again from zero."""

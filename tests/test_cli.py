@@ -274,6 +274,30 @@ def test_cleanup_removes_expired_files(tmp_path: Path) -> None:
     ]
 
 
+def test_cleanup_removes_only_this_apps_sessions(tmp_path: Path) -> None:
+    """A folder shared by mistake: an expired file of another app holding a
+    record, under a name that is no session key of this app, is kept."""
+    app = build_app({"PICKLESESSION_FILE_DIR": str(tmp_path)})
+    expired = new_session(app)
+    past = struct.pack(">Q", time.time_ns() // 1_000_000 - 1000)
+    with open(tmp_path / (PREFIX + expired), "r+b") as handle:
+        handle.write(past)
+    others = {
+        "favicon.ico": b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00",
+        "app.db": b"\x00" * 4096,
+        "cache:page": past + b"\x01cached",  # looks like a record
+        PREFIX + "short": past + b"\x01",  # under the prefix, not an id
+    }
+    for name, data in others.items():
+        (tmp_path / name).write_bytes(data)
+    result = run(app, "cleanup")
+    assert result.exit_code == 0, result.output
+    assert "Removed 1 expired" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == (
+        sorted(others)
+    )
+
+
 def test_cleanup_has_nothing_to_do_on_redis(redis_client: t.Any) -> None:
     app = build_app(
         {"PICKLESESSION_STORE": "redis", "PICKLESESSION_REDIS": redis_client}

@@ -714,6 +714,35 @@ def test_expiry_refresh_of_replaced_session_file_does_not_raise(tmp_path, replac
     assert _snapshot(outside) == before
 
 
+def test_a_backup_by_hard_links_logs_nobody_out(tmp_path, caplog):
+    """``cp -al`` or ``rsync --link-dest`` links every session file. A
+    permanent session due for a refresh is still read, the refresh is
+    skipped with a warning that names the session only by its short hash,
+    and the backup is never written through; the next save replaces the
+    file, and refreshes resume."""
+    fa, c, path, sid = _session_file(tmp_path)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    os.link(path, backup / path.name)
+    before = _snapshot(backup / path.name)
+    stamp = time.time_ns() // 1_000_000 - 2 * 86_400_000  # a refresh is due
+    cookie = KeyRing(SECRET).sign(f"{sid}.{stamp:x}p")
+    put_cookie(c, cookie)
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/get/a").data == b"'1'"
+    assert "could not push back the expiry" in caplog.text
+    assert "hard links" in caplog.text and sid not in caplog.text
+    assert cookie_value(c) == cookie  # it tells of the expiry the store has
+    assert c.get("/set/b/2").status_code == 200, fa.errors
+    assert os.stat(path).st_nlink == 1
+    caplog.clear()
+    put_cookie(c, cookie)
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        assert c.get("/get/b").data == b"'2'"
+    assert caplog.text == "" and cookie_value(c) != cookie
+    assert _snapshot(backup / path.name) == before and fa.errors == []
+
+
 def test_fifo_in_place_of_session_file_does_not_hang(tmp_path):
     """Opening a FIFO for reading blocks until a writer appears, unless it is
     opened non-blocking: the store does that, then refuses the FIFO as not a

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import flask
 import pytest
 
-from flask_picklesession import FileSystemStore, PickleSession
+import flask_picklesession.filesystem as filesystem_module
+from flask_picklesession import FileSystemStore, PickleSession, StoreUnavailable
 from flask_picklesession.record import OP_SET, CorruptRecord, build
 from tests.helpers import add_routes, sid_of
 
@@ -154,6 +159,28 @@ def test_a_file_replaced_at_every_open_is_still_read(fs, monkeypatch):
     assert len(opens) > 1
 
 
+def test_a_hard_linked_file_is_read_but_not_refreshed_through_the_link(fs, tmp_path):
+    """A backup by ``cp -al`` links every session file: a refreshing read is
+    refused (the caller then reads without it), never reported as no
+    session, and nothing is written through the link until a save replaces
+    the file."""
+    from flask_picklesession import StoreUnavailable
+
+    fs.create("k", record(a=b"1"), 60_000)
+    path = os.path.join(fs.directory, "k")
+    backup = tmp_path / "backup"
+    os.link(path, backup)
+    before = backup.read_bytes()
+    with pytest.raises(StoreUnavailable, match="other hard links"):
+        fs.load("k", 120_000)
+    assert fs.load("k") == record(a=b"1")
+    assert fs.touch("k", 120_000) is False
+    assert backup.read_bytes() == before
+    fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000)  # ends the link
+    assert fs.load("k", 120_000) == record(a=b"1", b=b"2")
+    assert fs.info("k").ttl > 60_000 and backup.read_bytes() == before
+
+
 def test_cleanup_removes_expired_only(fs):
     fs.create("old", record(a=b"1"), 20)
     fs.create("live", record(a=b"1"), 60_000)
@@ -171,6 +198,35 @@ def test_cleanup_removes_stale_temporary_files(fs):
     open(fresh, "wb").close()
     assert fs.cleanup() == 1
     assert os.path.exists(fresh) and not os.path.exists(stale)
+
+
+#: Files met in a folder shared by mistake: their first 8 bytes, read as an
+#: expiry, are in the past.
+NOT_SESSIONS = {
+    "favicon.ico": b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00",
+    "clip.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00",
+    "app.db": b"\x00" * 4096,
+}
+
+
+def test_cleanup_removes_no_file_that_is_not_a_session(fs):
+    fs.create("old", record(a=b"1"), 20)
+    for name, data in NOT_SESSIONS.items():
+        with open(os.path.join(fs.directory, name), "wb") as handle:
+            handle.write(data)
+    time.sleep(0.03)
+    assert fs.cleanup() == 1
+    assert sorted(fs.scan("")) == sorted(NOT_SESSIONS)
+    assert fs.load("app.db") is None  # expired: never returned, still not removed
+    assert os.path.exists(os.path.join(fs.directory, "app.db"))
+
+
+def test_cleanup_of_given_keys_leaves_other_names_alone(fs):
+    fs.create("session:a", record(a=b"1"), 20)
+    fs.create("other:b", record(a=b"1"), 20)
+    time.sleep(0.03)
+    assert fs.cleanup(["session:a"]) == 1
+    assert sorted(fs.scan("")) == ["other:b"]
 
 
 def test_no_eviction_of_live_sessions(fs):
@@ -225,6 +281,48 @@ def test_file_claiming_huge_size_is_refused(fs):
         handle.truncate(65 * 1024 * 1024)  # sparse: no real disk used
     with pytest.raises(CorruptRecord):
         fs.load("k")
+
+
+def hold_lock(fs, key):
+    """Hold the lock file of ``key`` as another process would: flock locks
+    belong to an open file description, so a second open is another holder."""
+    stripe = hashlib.sha256(key.encode()).digest()[0] % filesystem_module.LOCK_STRIPES
+    name = f".lock-{stripe:02d}"
+    fd = os.open(os.path.join(fs.directory, name), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, name
+
+
+def test_a_lock_held_for_good_fails_the_save_instead_of_hanging(fs, monkeypatch):
+    # raising=False: the code before the timeout fails below, not here
+    monkeypatch.setattr(filesystem_module, "LOCK_TIMEOUT", 0.05, raising=False)
+    fs.create("k", record(a=b"1"), 60_000)
+    fd, name = hold_lock(fs, "k")
+    # Released at last: a save that waits for it, as one did, fails the test.
+    release = threading.Timer(3, fcntl.flock, (fd, fcntl.LOCK_UN))
+    release.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=re.escape(name)) as info:
+            fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000)
+        assert time.monotonic() - started < 1
+    finally:
+        release.cancel()
+        os.close(fd)
+    assert fs.directory not in str(info.value)
+    assert fs.load("k") == record(a=b"1")
+    assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == 2
+
+
+def test_a_lock_held_briefly_is_waited_for(fs):
+    fs.create("k", record(a=b"1"), 60_000)
+    fd, _name = hold_lock(fs, "k")
+    release = threading.Timer(0.05, os.close, (fd,))
+    release.start()
+    started = time.monotonic()
+    assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == 2
+    assert 0.04 < time.monotonic() - started < 1
+    release.join()
 
 
 WORKER = textwrap.dedent("""

@@ -47,6 +47,7 @@ def create_app(redis_url: str | None = None) -> flask.Flask:
     if redis_url is None:
         store = FileSystemStore(Path(app.instance_path) / "sessions")
         assert_type(store.cleanup(), int)
+        assert_type(store.cleanup(keys=["app:" + "x" * 43]), int)
     else:
         store = RedisStore(redis.Redis.from_url(redis_url))
         assert_type(RedisStore.from_url(redis_url), RedisStore)
