@@ -585,7 +585,11 @@ until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) >= tonumber(ARGV[1])
 def _impatient_client(redis_server):
     """A client that gives up on a reply after 0.25 s and sends it once more."""
     return redis.Redis(
-        port=redis_server.port, socket_timeout=0.25, retry=Retry(NoBackoff(), 1)
+        port=redis_server.port,
+        socket_timeout=0.25,
+        retry=Retry(NoBackoff(), 1),
+        # redis-py before 6 does not resend after a timeout unless told to
+        retry_on_error=[redis.exceptions.TimeoutError],
     )
 
 
