@@ -27,7 +27,7 @@ from flask.json.tag import TaggedJSONSerializer
 
 from .errors import SerializationError
 from .keys import MAC_SIZE
-from .pickle_guard import UnsafePickle, check_no_global_changed
+from .pickle_guard import UnsafePickle, check_no_shared_object_changed
 from .record import CorruptRecord, encode_varint, piece_size, read_varint
 
 if t.TYPE_CHECKING:
@@ -518,18 +518,21 @@ class PickleCodec(Codec):
                     raise CorruptRecord(str(exc)) from None
 
     def _load_pickle(self, body: bytes) -> object:
-        if self._unpickler is None:
+        unpickler = self._unpickler
+        if unpickler is None:
             return pickle.loads(body, fix_imports=False)
-        self._guard(body)
-        return self._unpickler(io.BytesIO(body), fix_imports=False).load()
+        self._guard(body, unpickler)
+        return unpickler(io.BytesIO(body), fix_imports=False).load()
 
-    def _guard(self, body: bytes) -> None:
-        """Refuse a pickle that would change an allowed global as it loads."""
+    def _guard(self, body: bytes, unpickler: type[_AllowlistUnpickler]) -> None:
+        """Refuse a pickle that would change an allowed global, or an
+        existing object reached through one, as it loads."""
         digest = hashlib.blake2b(body, digest_size=16).digest()
         if digest in self._guarded:
             return
+        resolve = unpickler(io.BytesIO(b""), fix_imports=False).find_class
         try:
-            check_no_global_changed(body)
+            check_no_shared_object_changed(body, resolve)
         except UnsafePickle as exc:
             raise CorruptEntry(
                 f"{exc}; PICKLESESSION_PICKLE_ALLOWLIST refuses it"

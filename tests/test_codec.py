@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copyreg
 import datetime
+import enum
 import json
 import os
 import pickle
@@ -186,6 +188,52 @@ def test_allowlist_refuses_a_pickle_that_changes_an_allowed_class(body):
         PickleCodec(["markupsafe.Markup"]).decode(b"p" + body)
     assert dict(vars(Markup)) == before
     assert str(Markup("<p>{}</p>").format("<script>")) == "<p>&lt;script&gt;</p>"
+
+
+class Level(enum.Enum):
+    EASY = "easy"
+    HARD = "hard"
+
+
+def _changes_level(opcodes: bytes) -> bytes:
+    """GLOBAL Level, then ``opcodes`` that leave Level.EASY on the stack,
+    then BUILD with state {"extra": 7}: the member would gain an attribute."""
+    return (
+        f"c{__name__}\nLevel\n".encode() + opcodes + b"}X\x05\x00\x00\x00extraK\x07sb."
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _changes_level(b"X\x04\x00\x00\x00easy\x85R"),  # REDUCE: Level("easy")
+        _changes_level(b"X\x04\x00\x00\x00easy\x85\x81"),  # NEWOBJ
+        f"(X\x04\x00\x00\x00easyi{__name__}\nLevel\n".encode()  # INST
+        + b"}X\x05\x00\x00\x00extraK\x07sb.",
+    ],
+    ids=["reduce", "newobj", "inst"],
+)
+def test_allowlist_refuses_a_pickle_that_changes_an_enum_member(body):
+    """Calling an Enum returns its existing members, shared by every request."""
+    with pytest.raises(CorruptEntry, match="would change an Enum member"):
+        PickleCodec([f"{__name__}.Level"]).decode(b"p" + body)
+    assert not hasattr(Level.EASY, "extra")
+
+
+def test_allowlist_refuses_extension_codes():
+    """An EXT code is answered from copyreg's cache, without asking the
+    allowlist once anything in the process has loaded it."""
+    copyreg.add_extension(__name__, "Level", 200)
+    try:
+        with pytest.raises(CorruptEntry, match="by an extension code"):
+            PickleCodec([f"{__name__}.Level"]).decode(b"p\x82\xc8.")
+    finally:
+        copyreg.remove_extension(__name__, "Level", 200)
+
+
+def test_allowlist_loads_enum_members():
+    codec = PickleCodec([f"{__name__}.Level"])
+    assert codec.decode(codec.encode("level", [Level.HARD])) == [Level.HARD]
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
