@@ -55,7 +55,7 @@ LOCK_STRIPES = 64
 LOCK_TIMEOUT = 10.0
 #: First and longest pause between tries to take a lock, in seconds: short
 #: at first, so that two writers of one stripe add no noticeable latency.
-_LOCK_PAUSES = (0.0002, 0.025)
+_LOCK_PAUSES = (0.0001, 0.005)
 #: Temporary files older than this are leftovers of a crash.
 _STALE_TEMP_SECONDS = 3600
 #: Largest file :meth:`FileSystemStore.load` reads: a file that claims more is
@@ -226,8 +226,17 @@ class FileSystemStore(Store):
         expiry, record = found
         if expiry > _now_ms():
             return record
-        self._remove_if_expired(key)
+        self._tidy(key)
         return None
+
+    def _tidy(self, key: str) -> None:
+        """Remove an expired file a read met, if the lock can be had.
+
+        Housekeeping only: a lock held elsewhere, or a read-only folder,
+        must not fail the read, which reports the session gone either way.
+        """
+        with contextlib.suppress(StoreUnavailable):
+            self._remove_if_expired(key)
 
     def _remove_if_expired(self, key: str) -> bool:
         """Remove an expired session file; any other file is left alone.
@@ -266,7 +275,7 @@ class FileSystemStore(Store):
         if refreshed:
             return record
         if expiry <= _now_ms():
-            self._remove_if_expired(key)
+            self._tidy(key)
         return None
 
     def info(self, key: str) -> EntryInfo | None:

@@ -314,6 +314,24 @@ def test_a_lock_held_for_good_fails_the_save_instead_of_hanging(fs, monkeypatch)
     assert fs.patch("k", [(OP_SET, b"b", MAC + b"2")], 60_000, 10_000) == 2
 
 
+@pytest.mark.parametrize("refresh", [False, True])
+def test_an_expired_session_reads_as_gone_while_its_lock_is_held(
+    fs, monkeypatch, refresh
+):
+    """Removing the expired file is housekeeping: it must not fail the
+    read (it once raised after waiting for the lock twice)."""
+    monkeypatch.setattr(filesystem_module, "LOCK_TIMEOUT", 0.05, raising=False)
+    fs.create("k", record(a=b"1"), 20)
+    time.sleep(0.03)
+    fd, _name = hold_lock(fs, "k")
+    try:
+        assert fs.load("k", 60_000 if refresh else None) is None
+    finally:
+        os.close(fd)
+    assert fs.load("k") is None
+    assert list(fs.scan("k")) == []  # removed by the read that got the lock
+
+
 def test_a_lock_held_briefly_is_waited_for(fs):
     fs.create("k", record(a=b"1"), 60_000)
     fd, _name = hold_lock(fs, "k")
