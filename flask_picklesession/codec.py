@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import hashlib
+import importlib
 import io
 import json
 import pickle
@@ -405,14 +407,27 @@ class JSONCodec(Codec):
 _GUARDED_DIGESTS = 4096
 
 
+def _refuse_unlisted(allowed: frozenset[str], module: str, name: str) -> None:
+    if f"{module}.{name}" not in allowed:
+        raise CorruptEntry(
+            f"global {module}.{name} is not in PICKLESESSION_PICKLE_ALLOWLIST"
+        )
+
+
+def _find_listed(allowed: frozenset[str], module: str, name: str) -> object:
+    """The global an allowlist unpickler would load, found the same way."""
+    _refuse_unlisted(allowed, module, name)
+    found: object = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
 class _AllowlistUnpickler(pickle.Unpickler):
     allowed: frozenset[str] = frozenset()
 
     def find_class(self, module: str, name: str) -> t.Any:
-        if f"{module}.{name}" not in self.allowed:
-            raise CorruptEntry(
-                f"global {module}.{name} is not in PICKLESESSION_PICKLE_ALLOWLIST"
-            )
+        _refuse_unlisted(self.allowed, module, name)
         return super().find_class(module, name)
 
 
@@ -530,7 +545,7 @@ class PickleCodec(Codec):
         digest = hashlib.blake2b(body, digest_size=16).digest()
         if digest in self._guarded:
             return
-        resolve = unpickler(io.BytesIO(b""), fix_imports=False).find_class
+        resolve = functools.partial(_find_listed, unpickler.allowed)
         try:
             check_no_shared_object_changed(body, resolve)
         except UnsafePickle as exc:
