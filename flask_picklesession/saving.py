@@ -241,6 +241,11 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
             # as it came, and the next request tries the refresh again.
             warn_refresh_failed(session._id(), exc)
             return _cookie(session, cookie.stamp)
+    if session._renew and b.is_due(cookie.stamp):
+        # ``permanent`` set again: Flask's session counts that as modified
+        # and re-sends its cookie, so apps set it on every request to keep
+        # users signed in. Renewed once 1% of the lifetime has passed.
+        return _refresh(session)
     if cookie.by_fallback:
         return _cookie(session, cookie.stamp)
     return None

@@ -62,6 +62,9 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     #: ``permanent`` as last set to the value it already had: given to a
     #: new session if the stored one is gone (see :mod:`.saving`).
     _permanent_set = False
+    #: ``permanent`` was set to the value it had, which in Flask marks the
+    #: session modified and so renews the cookie: the expiry is renewed.
+    _renew = False
 
     def __init__(self, binding: Binding) -> None:
         self._binding = binding
@@ -329,10 +332,13 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
-        # Many apps set this on every request; do not turn each into a write.
+        # Many apps set this on every request, to keep active users signed
+        # in: not a write, but the expiry is renewed as the cookie would be.
         if self.permanent != bool(value) or "_permanent" in self._dirty:
             self["_permanent"] = bool(value)
-        elif "_permanent" not in self._values:
+            return
+        self._renew = True
+        if "_permanent" not in self._values:
             # The flag agreed, maybe only the cookie's: should the stored
             # session turn out to be gone, the new one must still have it.
             self._permanent_set = bool(value)

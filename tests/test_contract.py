@@ -507,6 +507,34 @@ def test_made_permanent_again_after_the_stored_session_is_gone(
     assert c.get("/get/user").data == b"'alice'"
 
 
+@pytest.mark.parametrize(
+    ("permanent", "lifetime", "pause"), [(True, 2, 0.75), (False, 1, 0.4)]
+)
+def test_setting_permanent_on_every_request_keeps_the_session_alive(
+    make_app, permanent, lifetime, pause
+):
+    """With ``SESSION_REFRESH_EACH_REQUEST`` off, Flask's session renews its
+    cookie whenever ``permanent`` is set, even to the value it has (the
+    assignment marks it modified), so apps set it in ``before_request`` to
+    keep active users signed in. The stored expiry must follow."""
+    app = add_routes(
+        make_app(
+            SESSION_REFRESH_EACH_REQUEST=False,
+            PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=lifetime),
+        )
+    )
+
+    @app.before_request
+    def keep_signed_in():
+        flask.session.permanent = permanent
+
+    c = app.test_client()
+    c.get("/set/user/alice")
+    for _ in range(3):  # outlives the lifetime, one request every 40% of it
+        time.sleep(pause)
+        assert c.get("/get/user").data == b"'alice'"
+
+
 # -- 11: regenerate -------------------------------------------------------------------
 
 
