@@ -115,8 +115,17 @@ class Binding:
 
     @_once
     def cookie(self) -> CookieRef | None:
-        """The verified cookie, or None if absent or not trustworthy."""
-        return verified_cookie(self.ring, self.raw_cookie)
+        """The verified cookie, or None if absent, not trustworthy or too old.
+
+        Too old: its stamp (when the stored expiry was last set) is further
+        back than the lifetime, give or take the 1% a stamp may lag. The
+        stored entry may still live, set under a longer lifetime; as
+        Flask's own cookie sessions do, a shortened lifetime applies at once.
+        """
+        cookie = verified_cookie(self.ring, self.raw_cookie)
+        if cookie is not None and self.now - cookie.stamp > self.ttl + self.ttl // 100:
+            return None
+        return cookie
 
     @_once
     def refresh_due(self) -> bool:

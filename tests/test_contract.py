@@ -535,6 +535,20 @@ def test_setting_permanent_on_every_request_keeps_the_session_alive(
         assert c.get("/get/user").data == b"'alice'"
 
 
+@pytest.mark.parametrize("route", ["/permanent/user/alice", "/set/user/alice"])
+def test_a_shortened_lifetime_applies_to_sessions_made_before(make_app, route):
+    """Flask checks a cookie's age against the lifetime of the moment, so
+    shortening ``PERMANENT_SESSION_LIFETIME`` ends older sessions at once;
+    their stored entries still carry the longer lifetime."""
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=3600))
+    c = app.test_client()
+    c.get(route)
+    app.config["PERMANENT_SESSION_LIFETIME"] = datetime.timedelta(seconds=1)
+    assert c.get("/get/user").data == b"'alice'"
+    time.sleep(1.05)
+    assert c.get("/get/user").data == b"None"
+
+
 # -- 11: regenerate -------------------------------------------------------------------
 
 
