@@ -207,6 +207,15 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     def __reversed__(self) -> Iterator[str]:
         return reversed(self._keys())
 
+    def popitem(self) -> tuple[str, t.Any]:
+        """Remove and return the last key and its value, as a dict does
+        (``MutableMapping``'s would take the first)."""
+        keys = self._keys()
+        if not keys:
+            raise KeyError("popitem(): session is empty")
+        key = keys[-1]
+        return key, self.pop(key)
+
     def __len__(self) -> int:
         return len(self._keys())
 

@@ -982,6 +982,28 @@ def test_copies_and_dict_operators_behave_as_on_flasks_session(app, store):
     assert c.get("/get/lang").data == b"'fr'"
 
 
+def test_popitem_takes_the_last_key_as_on_a_dict(app):
+    @app.route("/popitem")
+    def popitem():
+        return repr(flask.session.popitem())
+
+    @app.route("/fill")
+    def fill():
+        flask.session["first"] = 1
+        flask.session["last"] = 2
+        return repr(flask.session.popitem())
+
+    add_routes(app)
+    c = app.test_client()
+    assert c.get("/fill").data == b"('last', 2)"
+    c.get("/set/then/3")
+    assert c.get("/popitem").data == b"('then', '3')"
+    assert c.get("/dump").data == b"[('first', 1)]"
+    c.get("/popitem")
+    rv = c.get("/popitem")
+    assert rv.status_code == 500
+
+
 # -- Flask's cookie settings --------------------------------------------------------
 
 
