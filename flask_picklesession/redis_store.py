@@ -3,8 +3,8 @@
 Works with ``redis.Redis``, ``redis.cluster.RedisCluster`` and Sentinel
 ``master_for()`` clients, accepted for what they can do rather than their
 class. Each operation is one round trip: GET or GETEX to load, SET NX to
-create, one script to merge a save, DEL to delete. Every session lives in a
-single key, so the scripts are safe on a cluster.
+create, a script to merge a save or to push back an expiry, DEL to delete.
+Every session lives in a single key, so the scripts are safe on a cluster.
 
 redis-py sends a command again when its reply is lost (a timeout, a dropped
 connection), so every operation gives the same answer when it ran twice: a
@@ -163,6 +163,14 @@ end
 redis.call('SET', KEYS[1], string.char(0) .. ARGV[1] .. cur, 'PX', ARGV[2])
 return cur
 """
+#: Pushes back a record's expiry, but not a marker's (see :data:`TAKE_SCRIPT`):
+#: an old cookie must not keep a marker, which holds the moved record, alive.
+#: ARGV: ttl in ms. Returns 1 if pushed back, else 0.
+TOUCH_SCRIPT = """
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 0)
+if head == string.char(0) then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
 #: First byte of a marker left by :data:`TAKE_SCRIPT`; records start with 1.
 MOVED_MARKER = b"\x00"
 #: How long a marker outlives a take whose caller could not delete it.
@@ -287,6 +295,7 @@ class RedisStore(Store):
         self._merge = client.register_script(MERGE_SCRIPT)
         self._append = client.register_script(APPEND_SCRIPT)
         self._take = client.register_script(TAKE_SCRIPT)
+        self._touch = client.register_script(TOUCH_SCRIPT)
         self._scripts_sent: set[str] = set()
 
     @classmethod
@@ -322,8 +331,12 @@ class RedisStore(Store):
                 data = self.client.get(key)
             else:
                 data = self.client.getex(key, px=ttl)
-        if data is None or data[:1] == MOVED_MARKER:
-            return None  # a marker: the session is being moved to a new id
+        if data is None:
+            return None
+        if data[:1] == MOVED_MARKER:  # the session moved to a new id
+            if ttl is not None:
+                self._shorten_marker(key)
+            return None
         if not isinstance(data, bytes):
             raise CorruptRecord("Redis returned text; is decode_responses on?")
         return data
@@ -380,9 +393,14 @@ class RedisStore(Store):
         except self._redis.exceptions.NoScriptError:
             return client.eval(source, 1, key, *args)
 
+    def _shorten_marker(self, key: str) -> None:
+        """Undo the push back a GETEX gave a marker, whose record must go."""
+        with contextlib.suppress(StoreUnavailable), self._errors("refresh a session"):
+            self.client.pexpire(key, _MARKER_TTL_MS)
+
     def touch(self, key: str, ttl: int) -> bool:
         with self._errors("refresh a session"):
-            return bool(self.client.pexpire(key, ttl))
+            return bool(self._run(TOUCH_SCRIPT, self._touch, key, [ttl]))
 
     def delete(self, key: str) -> bool:
         with self._errors("delete a session"):

@@ -666,8 +666,11 @@ def test_a_moved_marker_reads_as_gone(redis_client):
     record = build({b"a": os.urandom(16) + b"\x01x"})
     redis_client.set(key, b"\x00" + b"t" * 16 + record, px=60_000)
     assert store.load(key) is None
-    assert store.load(key, 60_000) is None
     assert store.take(key) is None
+    # An old cookie keeps neither the marker nor the record in it alive.
+    assert store.touch(key, 3_600_000) is False
+    assert store.load(key, 3_600_000) is None
+    assert 0 < redis_client.pttl(key) <= 60_000
     ops = [(OP_SET, b"b", os.urandom(16) + b"\x01y")]
     assert store.patch(key, ops, 60_000, 1 << 20) == -1
     assert store.patch(key, ops, 60_000, 1 << 20, append_limit=1 << 20) == -1
