@@ -97,6 +97,12 @@ class PickleSession(SessionInterface):
             getattr(type(self), name, None) is getattr(SessionInterface, name, None)
             for name in _OPTION_METHODS
         )
+        #: Flask's cookie hooks a subclass overrides, asked as Flask asks them.
+        self._hooks = {
+            name
+            for name in ("should_set_cookie", "get_expiration_time")
+            if getattr(type(self), name) is not getattr(SessionInterface, name)
+        }
         if app is not None:
             self.init_app(app)
 
@@ -143,6 +149,15 @@ class PickleSession(SessionInterface):
         """Write what the request changed and update the cookie to match."""
         if not isinstance(session, ServerSession) or session._save_failed:
             return
+        if (
+            "should_set_cookie" in self._hooks
+            and not session._cleared
+            and not self.should_set_cookie(app, session)
+        ):
+            # As Flask (and Flask-Session) would: no cookie, and so no save.
+            if session.accessed:
+                vary_on_cookie(response)
+            return
         try:
             update = save(session)
         except BaseException:
@@ -157,8 +172,12 @@ class PickleSession(SessionInterface):
         if update.value is None:
             response.delete_cookie(name, **dict(options))
         else:
+            expires = update.expires
+            if "get_expiration_time" in self._hooks:
+                when = self.get_expiration_time(app, session)
+                expires = None if when is None else int(when.timestamp())
             set_session_cookie(
-                response, name, update.value, update.expires, options, known_plain=True
+                response, name, update.value, expires, options, known_plain=True
             )
         vary_on_cookie(response)
 

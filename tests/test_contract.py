@@ -1007,6 +1007,39 @@ def test_popitem_takes_the_last_key_as_on_a_dict(app):
 # -- Flask's cookie settings --------------------------------------------------------
 
 
+def test_flasks_cookie_hooks_overridden_in_a_subclass_are_asked(make_app, raw_store):
+    """``should_set_cookie`` and ``get_expiration_time`` are Flask's hooks
+    for subclasses: an API that wants no cookie, a fixed expiry."""
+    until = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+
+    class Hooked(PickleSession):
+        def should_set_cookie(self, app, session):
+            return not flask.request.path.startswith("/api/")
+
+        def get_expiration_time(self, app, session):
+            return until
+
+    app = make_app()
+    Hooked(app)
+    add_routes(app)
+
+    @app.route("/api/set/<key>/<value>")
+    def api_set(key, value):
+        flask.session[key] = value
+        return "ok"
+
+    c = app.test_client()
+    rv = c.get("/api/set/a/1")
+    assert set_cookie_headers(rv) == [] and cookie_value(c) is None
+    assert list(raw_store.scan("session:")) == []  # no cookie: nothing stored
+    rv = c.get("/set/a/1")
+    assert "Expires=Tue, 01 Jan 2030 00:00:00 GMT" in set_cookie_headers(rv)[0]
+    assert c.get("/get/a").data == b"'1'"
+
+
+# -- Flask's cookie settings --------------------------------------------------------
+
+
 def test_flask_cookie_settings_are_honoured(make_app):
     app = add_routes(
         make_app(
