@@ -226,8 +226,11 @@ def _describe(value: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _parts(value: object) -> Iterator[tuple[str, object]]:
-    """``(path, part)`` of what a value is made of, for error messages."""
+def _parts(
+    value: object, into: t.Callable[[object], bool]
+) -> Iterator[tuple[str, object]]:
+    """``(path, part)`` of what a value is made of, for error messages;
+    the attributes of an object too if ``into(object)``."""
     if isinstance(value, dict):
         for k, v in list(value.items()):
             yield f"[{k!r}]", v
@@ -237,22 +240,28 @@ def _parts(value: object) -> Iterator[tuple[str, object]]:
     elif isinstance(value, (set, frozenset)):
         for v in list(value):
             yield " (in a set)", v
-    else:
+    elif into(value):
         attributes = getattr(value, "__dict__", None)
         if isinstance(attributes, dict):
             for name, v in list(attributes.items()):
                 yield f".{name}", v
 
 
-def _locate(value: object, fails: t.Callable[[object], bool]) -> tuple[str, object]:
+def _locate(
+    value: object,
+    fails: t.Callable[[object], bool],
+    into: t.Callable[[object], bool] = lambda _: True,
+) -> tuple[str, object]:
     """The path to, and the innermost part of ``value`` that ``fails`` alone.
 
     Only run once encoding has failed, so that the message can point at the
-    lock inside the cart rather than at the cart.
+    lock inside the cart rather than at the cart. Pickle stores an object's
+    attributes, so the culprit may be one of them, but only if the object
+    itself can be stored (``into``): JSON stores no object at all.
     """
     path = ""
     for _ in range(50):  # deep enough for any session; cycles end here too
-        for sub_path, part in _parts(value):
+        for sub_path, part in _parts(value, into):
             if fails(part):
                 path, value = path + sub_path, part
                 break
@@ -392,7 +401,7 @@ class JSONCodec(Codec):
         try:
             text = _json_text(value)
         except (TypeError, ValueError, RecursionError) as exc:
-            path, part = _locate(value, _raises(_json_text))
+            path, part = _locate(value, _raises(_json_text), lambda _: False)
             raise SerializationError(
                 f"session[{key!r}]{path} holds a {_describe(part)}, which strict"
                 f" JSON mode cannot store ({exc}); store JSON types, tuples, bytes,"
@@ -495,8 +504,14 @@ class PickleCodec(Codec):
             data = self._dumps(value)
         except _NotAllowed as exc:
             # Stored, it could never be read back: refuse it now, by name.
+            allowed = t.cast(type[_AllowlistPickler], self._pickler).allowed
+            path, _ = _locate(
+                value,
+                _raises(self._dumps),
+                lambda part: _global_name(type(part)) in allowed,
+            )
             raise SerializationError(
-                f"session[{key!r}] holds a {exc}, which"
+                f"session[{key!r}]{path} holds a {exc}, which"
                 " PICKLESESSION_PICKLE_ALLOWLIST does not list, so it could not"
                 f" be loaded again; add {str(exc)!r} to the allowlist or store"
                 " something else",

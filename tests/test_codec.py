@@ -105,6 +105,11 @@ def test_json_refuses_other_types_naming_the_key(value):
     assert info.value.key == "basket" and isinstance(info.value, TypeError)
 
 
+class Level(enum.Enum):
+    EASY = "easy"
+    HARD = "hard"
+
+
 class Holder:
     def __init__(self, held):
         self.held = held
@@ -117,6 +122,22 @@ class Holder:
         (PickleCodec(), Holder((2, threading.Lock())), ".held[1]", "_thread.lock"),
         (PickleCodec(), [lambda: 1], "[0]", "builtins.function"),
         (JSONCodec(), {"d": [datetime.date(2024, 1, 1)]}, "['d'][0]", "datetime.date"),
+        # JSON stores no object: the object is named, not its attributes
+        (JSONCodec(), {"c": [Level.EASY]}, "['c'][0]", f"{__name__}.Level"),
+        (JSONCodec(), [Holder(1)], "[0]", f"{__name__}.Holder"),
+        # a global the allowlist lacks, where it sits
+        (
+            PickleCodec([f"{__name__}.Holder"]),
+            Holder([Level.HARD]),
+            ".held[0]",
+            f"{__name__}.Level",
+        ),
+        (
+            PickleCodec(["builtins.int"]),
+            [(1, Level.HARD)],
+            "[0][1]",
+            f"{__name__}.Level",
+        ),
     ],
 )
 def test_an_unstorable_part_is_named_where_it_sits(codec, value, where, what):
@@ -188,11 +209,6 @@ def test_allowlist_refuses_a_pickle_that_changes_an_allowed_class(body):
         PickleCodec(["markupsafe.Markup"]).decode(b"p" + body)
     assert dict(vars(Markup)) == before
     assert str(Markup("<p>{}</p>").format("<script>")) == "<p>&lt;script&gt;</p>"
-
-
-class Level(enum.Enum):
-    EASY = "easy"
-    HARD = "hard"
 
 
 def _changes_level(opcodes: bytes) -> bytes:
