@@ -526,7 +526,12 @@ class PickleCodec(Codec):
                 " inside functions cannot be pickled",
                 key,
             ) from exc
-        return _PICKLE + _strip_pickle_header(data)
+        body = _strip_pickle_header(data)
+        if self._pickler is not None:
+            # Pickled here from live objects: loading it changes nothing
+            # shared, so this process need not walk it when reading it back.
+            self._remember_guarded(_guard_digest(body))
+        return _PICKLE + body
 
     def check(self, entries: Iterable[Entry]) -> None:
         """Under an allowlist, refuse the whole record if any pickled value
@@ -557,7 +562,7 @@ class PickleCodec(Codec):
     def _guard(self, body: bytes, unpickler: type[_AllowlistUnpickler]) -> None:
         """Refuse a pickle that would change an allowed global, or an
         existing object reached through one, as it loads."""
-        digest = hashlib.blake2b(body, digest_size=16).digest()
+        digest = _guard_digest(body)
         if digest in self._guarded:
             return
         resolve = functools.partial(_find_listed, unpickler.allowed)
@@ -567,9 +572,16 @@ class PickleCodec(Codec):
             raise CorruptEntry(
                 f"{exc}; PICKLESESSION_PICKLE_ALLOWLIST refuses it"
             ) from None
+        self._remember_guarded(digest)
+
+    def _remember_guarded(self, digest: bytes) -> None:
         if len(self._guarded) >= _GUARDED_DIGESTS:
             self._guarded.clear()
         self._guarded.add(digest)
+
+
+def _guard_digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 def _strip_pickle_header(data: bytes) -> bytes:

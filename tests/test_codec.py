@@ -247,6 +247,26 @@ def test_allowlist_refuses_extension_codes():
         copyreg.remove_extension(__name__, "Level", 200)
 
 
+def test_allowlist_guard_walks_each_foreign_pickle_once(monkeypatch):
+    """The walk costs about a pure-Python unpickle: a value is walked once
+    per process, and not at all by the process that pickled it."""
+    walked = []
+    real = codec_module.check_no_shared_object_changed
+
+    def counting(body, resolve):
+        walked.append(body)
+        real(body, resolve)
+
+    monkeypatch.setattr(codec_module, "check_no_shared_object_changed", counting)
+    writer = PickleCodec([f"{__name__}.Holder"])
+    data = writer.encode("k", Holder([1, 2]))
+    assert writer.decode(data).held == [1, 2] and walked == []
+    reader = PickleCodec([f"{__name__}.Holder"])  # as in another process
+    reader.decode(data)
+    reader.decode(data)
+    assert len(walked) == 1
+
+
 def test_allowlist_loads_enum_members():
     codec = PickleCodec([f"{__name__}.Level"])
     assert codec.decode(codec.encode("level", [Level.HARD])) == [Level.HARD]
