@@ -103,12 +103,12 @@ def _refuse_other_links(fd: int) -> None:
         )
 
 
-def _flock(fd: int, name: str) -> None:
-    """Lock ``fd`` exclusively, waiting at most :data:`LOCK_TIMEOUT` seconds.
+def _flock(fd: int, name: str, timeout: float) -> None:
+    """Lock ``fd`` exclusively, waiting at most ``timeout`` seconds.
 
     Polled, as ``flock`` has no timeout of its own; ``name`` is for the error.
     """
-    deadline = time.monotonic() + LOCK_TIMEOUT
+    deadline = time.monotonic() + timeout
     pause, longest = _LOCK_PAUSES
     while True:
         try:
@@ -122,7 +122,7 @@ def _flock(fd: int, name: str) -> None:
         if left <= 0:
             raise StoreUnavailable(
                 f"lock file {name} of the session folder was held for over"
-                f" {LOCK_TIMEOUT:g} s: is a process holding it stuck or stopped?"
+                f" {timeout:g} s: is a process holding it stuck or stopped?"
             )
         time.sleep(min(pause, left))
         pause = min(pause * 2, longest)
@@ -156,11 +156,12 @@ class FileSystemStore(Store):
             ) from exc
 
     @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
+    def _locked(self, key: str, timeout: float | None = None) -> Iterator[None]:
         """Hold the lock stripe of ``key``: excludes other threads and processes.
 
-        Waiting is bounded: anyone who can write in the folder can hold a
-        lock file, and must not hang every save.
+        Waiting is bounded (by :data:`LOCK_TIMEOUT` unless ``timeout`` says
+        otherwise): anyone who can write in the folder can hold a lock file,
+        and must not hang every save.
         """
         self._ensure_directory()
         stripe = hashlib.sha256(key.encode()).digest()[0] % LOCK_STRIPES
@@ -171,7 +172,7 @@ class FileSystemStore(Store):
         except OSError as exc:
             raise StoreUnavailable(f"cannot open lock file: {exc}") from exc
         try:
-            _flock(fd, name)
+            _flock(fd, name, LOCK_TIMEOUT if timeout is None else timeout)
             yield
         finally:
             os.close(fd)  # closing releases the flock
@@ -230,21 +231,22 @@ class FileSystemStore(Store):
         return None
 
     def _tidy(self, key: str) -> None:
-        """Remove an expired file a read met, if the lock can be had.
+        """Remove an expired file a read met, if the lock is free.
 
         Housekeeping only: a lock held elsewhere, or a read-only folder,
-        must not fail the read, which reports the session gone either way.
+        must neither fail nor slow the read, which reports the session gone
+        either way.
         """
         with contextlib.suppress(StoreUnavailable):
-            self._remove_if_expired(key)
+            self._remove_if_expired(key, timeout=0)
 
-    def _remove_if_expired(self, key: str) -> bool:
+    def _remove_if_expired(self, key: str, timeout: float | None = None) -> bool:
         """Remove an expired session file; any other file is left alone.
 
         The folder may hold files that are no sessions (it may be shared by
         mistake), and any 8 bytes read as an expiry may be in the past.
         """
-        with self._locked(key):
+        with self._locked(key, timeout):
             path = self._path(key)
             try:
                 found = self._read_file(path)
