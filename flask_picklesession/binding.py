@@ -74,6 +74,11 @@ def _lifetime_ms(app: Flask, lifetime: object) -> int:
     return ttl
 
 
+#: A minute, in ms: the expiry of a session in use is pushed back at least
+#: this often (see :meth:`Binding.is_due`).
+_LONGEST_REFRESH_INTERVAL = 60_000
+
+
 class Binding:
     """Store, codec, keys and timing of one request's session."""
 
@@ -118,12 +123,14 @@ class Binding:
         """The verified cookie, or None if absent, not trustworthy or too old.
 
         Too old: its stamp (when the stored expiry was last set) is further
-        back than the lifetime, give or take the 1% a stamp may lag. The
-        stored entry may still live, set under a longer lifetime; as
-        Flask's own cookie sessions do, a shortened lifetime applies at once.
+        back than the lifetime, give or take the refresh interval by which a
+        stamp may lag. The stored entry may still live, set under a longer
+        lifetime; as Flask's own cookie sessions do, a shortened lifetime
+        applies at once.
         """
         cookie = verified_cookie(self.ring, self.raw_cookie)
-        if cookie is not None and self.now - cookie.stamp > self.ttl + self.ttl // 100:
+        too_old = self.ttl + self.refresh_interval
+        if cookie is not None and self.now - cookie.stamp > too_old:
             return None
         return cookie
 
@@ -143,8 +150,19 @@ class Binding:
         )
 
     def is_due(self, stamp: int) -> bool:
-        """1% of the lifetime has passed since ``stamp``: time to push back."""
-        return self.now - stamp >= self.ttl // 100
+        """Time to push the expiry set at ``stamp`` back: once 1% of the
+        lifetime has passed, or a minute, whichever is shorter.
+
+        The minute covers a lifetime made over 100 times longer: entries set
+        under the old one would otherwise expire before a refresh fell due,
+        and sign out users in the middle of reading.
+        """
+        return self.now - stamp >= self.refresh_interval
+
+    @property
+    def refresh_interval(self) -> int:
+        """Longest time, in ms, between pushes of the expiry of a session in use."""
+        return min(self.ttl // 100, _LONGEST_REFRESH_INTERVAL)
 
     def cookie_may_change(self) -> bool:
         """Could the cookie need re-sending although the session was not used?

@@ -549,6 +549,22 @@ def test_a_shortened_lifetime_applies_to_sessions_made_before(make_app, route):
     assert c.get("/get/user").data == b"None"
 
 
+def test_a_lengthened_lifetime_keeps_sessions_in_use(make_app, monkeypatch):
+    """Entries stored under the old lifetime expire by it: a refresh must
+    fall due before that, even when 1% of the new lifetime is longer than
+    the old one (its interval is capped, at a minute; here, 100 ms)."""
+    from flask_picklesession import binding
+
+    monkeypatch.setattr(binding, "_LONGEST_REFRESH_INTERVAL", 100, raising=False)
+    app = add_routes(make_app(PERMANENT_SESSION_LIFETIME=1))
+    c = app.test_client()
+    c.get("/permanent/user/alice")
+    app.config["PERMANENT_SESSION_LIFETIME"] = 600  # 1%: 6 s
+    for _ in range(6):  # reads only, past the old lifetime
+        time.sleep(0.25)
+        assert c.get("/get/user").data == b"'alice'"
+
+
 # -- 11: regenerate -------------------------------------------------------------------
 
 
