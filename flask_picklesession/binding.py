@@ -138,8 +138,9 @@ class Binding:
     def refresh_due(self) -> bool:
         """The stored expiry of this permanent session should be pushed back.
 
-        Due once 1% of the lifetime has passed since it was last set, so a
-        busy session refreshes rarely and never loses more than 1%.
+        Due once the refresh interval (1% of the lifetime, at most a minute)
+        has passed since it was last set, so a busy session refreshes rarely
+        and never loses more than that interval.
         """
         cookie = self.cookie
         return bool(

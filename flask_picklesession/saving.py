@@ -244,7 +244,7 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     if session._renew and b.is_due(cookie.stamp):
         # ``permanent`` set again: Flask's session counts that as modified
         # and re-sends its cookie, so apps set it on every request to keep
-        # users signed in. Renewed once 1% of the lifetime has passed.
+        # users signed in. Renewed once a refresh would be due.
         return _refresh(session)
     if cookie.by_fallback:
         return _cookie(session, cookie.stamp)
@@ -379,9 +379,10 @@ def _remember_appended(
 def _patched_stamp(b: Binding) -> int:
     """The stamp for the cookie after a save that pushed the stored expiry back.
 
-    A cookie stamped less than 1% of the lifetime ago is kept as it is, as a
-    read-only request keeps it: the store then outlives the cookie by at most
-    that 1%, and busy sessions are not re-signed and re-formatted per write.
+    A cookie stamped less than the refresh interval ago is kept as it is, as
+    a read-only request keeps it: the store then outlives the cookie by at
+    most that interval, and busy sessions are not re-signed and re-formatted
+    per write.
     """
     cookie = b.cookie
     if cookie is not None and cookie.stamp <= b.now and not b.is_due(cookie.stamp):
