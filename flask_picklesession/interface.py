@@ -11,7 +11,7 @@ from flask.sessions import SessionInterface
 from .binding import Binding
 from .cookie import raw_cookie
 from .headers import CookieOptions, set_session_cookie, vary_on_cookie
-from .saving import save
+from .saving import pending_changes, save
 from .session import ServerSession
 from .settings import build_settings, check_arguments, config_source
 
@@ -149,16 +149,14 @@ class PickleSession(SessionInterface):
         """Write what the request changed and update the cookie to match."""
         if not isinstance(session, ServerSession) or session._save_failed:
             return
-        if (
-            "should_set_cookie" in self._hooks
-            and not session._cleared
-            and not self.should_set_cookie(app, session)
-        ):
-            # As Flask (and Flask-Session) would: no cookie, and so no save.
-            if session.accessed:
-                vary_on_cookie(response)
-            return
         try:
+            if "should_set_cookie" in self._hooks and not session._cleared:
+                pending_changes(session)  # for session.modified, which it asks
+                if not self.should_set_cookie(app, session):
+                    # As Flask (and Flask-Session) would: no cookie, so no save.
+                    if session.accessed:
+                        vary_on_cookie(response)
+                    return
             update = save(session)
         except BaseException:
             session._save_failed = True

@@ -74,7 +74,7 @@ def save(session: ServerSession) -> CookieUpdate | None:
         return None  # untouched: not even the cookie's signature is checked
     if session._cleared:
         return _save_cleared(session)
-    sets, deletes = _changes(session)
+    sets, deletes = pending_changes(session)
     if session._replaced_sid is not None:
         return _save_regenerated(session, sets, deletes)
     if not sets and not deletes:
@@ -93,6 +93,18 @@ def save(session: ServerSession) -> CookieUpdate | None:
 
 
 # -- what changed ------------------------------------------------------------
+
+
+def pending_changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]:
+    """What a save of ``session`` would write, worked out once per request.
+
+    Asked before a subclass's ``should_set_cookie`` too, so that
+    ``session.modified`` counts changes made inside values.
+    """
+    found = session._pending
+    if found is None:
+        found = session._pending = _changes(session)
+    return found
 
 
 def _key_bytes(key: object) -> bytes:

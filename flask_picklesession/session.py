@@ -65,6 +65,8 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     #: ``permanent`` was set to the value it had, which in Flask marks the
     #: session modified and so renews the cookie: the expiry is renewed.
     _renew = False
+    #: ``(values to store, keys to delete)`` once worked out for the save.
+    _pending: tuple[dict[str, bytes], set[str]] | None = None
 
     def __init__(self, binding: Binding) -> None:
         self._binding = binding
@@ -317,12 +319,15 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         """
         if self._suppressed:
             return False
+        pending = self._pending
         return bool(
             self._dirty
             or self._deleted
             or self._cleared
             or self._forced
             or self._replaced_sid
+            or self._renew  # as Flask's: assigning ``permanent`` is a change
+            or (pending and (pending[0] or pending[1]))  # changed inside a value
         )
 
     @modified.setter

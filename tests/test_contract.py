@@ -1053,6 +1053,42 @@ def test_flasks_cookie_hooks_overridden_in_a_subclass_are_asked(make_app, raw_st
     assert c.get("/get/a").data == b"'1'"
 
 
+def test_a_should_set_cookie_override_sees_what_flask_would_count(make_app):
+    """An override calling Flask's own should_set_cookie asks
+    ``session.modified``, which counts a change made inside a value (found
+    at save) and an assignment to ``permanent``, as Flask counts it."""
+
+    class NoCookieForApi(PickleSession):
+        def should_set_cookie(self, app, session):
+            api = flask.request.path.startswith("/api/")
+            return not api and super().should_set_cookie(app, session)
+
+    app = make_app(SESSION_REFRESH_EACH_REQUEST=False)
+    NoCookieForApi(app)
+    add_routes(app)
+
+    @app.route("/cart")
+    def new_cart():
+        flask.session["cart"] = []
+        return "ok"
+
+    @app.route("/cart/<item>")
+    def add_to_cart(item):
+        flask.session["cart"].append(item)
+        return "ok"
+
+    @app.route("/permanent-again")
+    def permanent_again():
+        flask.session.permanent = flask.session.permanent
+        return repr(flask.session.modified)
+
+    c = app.test_client()
+    c.get("/cart")
+    c.get("/cart/apple")
+    assert c.get("/get/cart").data == b"['apple']"
+    assert c.get("/permanent-again").data == b"True"
+
+
 # -- Flask's cookie settings --------------------------------------------------------
 
 
