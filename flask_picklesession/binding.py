@@ -34,9 +34,10 @@ logger = logging.getLogger("flask_picklesession")
 
 _T = t.TypeVar("_T")
 
-#: The last ``PERMANENT_SESSION_LIFETIME`` value seen and its length in ms:
-#: the config value rarely changes, and converting it is per request.
-_last_lifetime: tuple[object, int] = (None, 0)
+#: The last ``PERMANENT_SESSION_LIFETIME`` value seen, its length and the
+#: refresh interval in ms: the config value rarely changes, and converting
+#: it is per request.
+_last_lifetime: tuple[object, int, int] = (None, 0, 0)
 
 
 class _once(t.Generic[_T]):
@@ -62,21 +63,23 @@ class _once(t.Generic[_T]):
         return value
 
 
-def _lifetime_ms(app: Flask, lifetime: object) -> int:
-    """``PERMANENT_SESSION_LIFETIME`` in ms, remembered for the next request."""
+#: A minute, in ms: the expiry of a session in use is pushed back at least
+#: this often (see :meth:`Binding.is_due`).
+_LONGEST_REFRESH_INTERVAL = 60_000
+
+
+def _lifetime_ms(app: Flask, lifetime: object) -> tuple[int, int]:
+    """``PERMANENT_SESSION_LIFETIME`` and the refresh interval, in ms,
+    remembered for the next request."""
     global _last_lifetime
     ttl = int(app.permanent_session_lifetime.total_seconds() * 1000)
     if ttl <= 0:
         raise ConfigurationError(
             f"PERMANENT_SESSION_LIFETIME must be positive, not {lifetime!r}"
         )
-    _last_lifetime = (lifetime, ttl)
-    return ttl
-
-
-#: A minute, in ms: the expiry of a session in use is pushed back at least
-#: this often (see :meth:`Binding.is_due`).
-_LONGEST_REFRESH_INTERVAL = 60_000
+    interval = min(ttl // 100, _LONGEST_REFRESH_INTERVAL)
+    _last_lifetime = (lifetime, ttl, interval)
+    return ttl, interval
 
 
 class Binding:
@@ -108,8 +111,12 @@ class Binding:
         self.now = time.time_ns() // 1_000_000
         lifetime = config["PERMANENT_SESSION_LIFETIME"]
         last = _last_lifetime
-        #: Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``).
-        self.ttl = last[1] if last[0] is lifetime else _lifetime_ms(app, lifetime)
+        #: Lifetime of a stored entry, in ms (``PERMANENT_SESSION_LIFETIME``),
+        #: and the longest time between pushes of a session in use's expiry
+        #: (1% of it, at most a minute: see :meth:`is_due`).
+        self.ttl, self.refresh_interval = (
+            last[1:] if last[0] is lifetime else _lifetime_ms(app, lifetime)
+        )
 
     @_once
     def ring(self) -> KeyRing:
@@ -129,8 +136,10 @@ class Binding:
         applies at once.
         """
         cookie = verified_cookie(self.ring, self.raw_cookie)
-        too_old = self.ttl + self.refresh_interval
-        if cookie is not None and self.now - cookie.stamp > too_old:
+        if (
+            cookie is not None
+            and self.now - cookie.stamp > self.ttl + self.refresh_interval
+        ):
             return None
         return cookie
 
@@ -159,11 +168,6 @@ class Binding:
         and sign out users in the middle of reading.
         """
         return self.now - stamp >= self.refresh_interval
-
-    @property
-    def refresh_interval(self) -> int:
-        """Longest time, in ms, between pushes of the expiry of a session in use."""
-        return min(self.ttl // 100, _LONGEST_REFRESH_INTERVAL)
 
     def cookie_may_change(self) -> bool:
         """Could the cookie need re-sending although the session was not used?
