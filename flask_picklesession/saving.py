@@ -592,14 +592,40 @@ def _save_regenerated(
         _log_dropped(session)
         return None
     if taken != current:  # changed meanwhile: the new record takes those too
-        values = _moved_values(session, taken, sets, deletes)
-        ops: list[Op] = [
-            (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), values).items()
-        ]
-        gone = set(moved) - set(values)
-        ops += [(OP_DELETE, _key_bytes(key), b"") for key in gone]
-        b.store.patch(new_key, ops, b.ttl, b.max_size, 0)
+        try:
+            _move_changes_made_meanwhile(session, taken, moved, sets, deletes)
+        except BaseException:
+            # Undone, as if this request had not run: the old record back
+            # as taken, and the copy no cookie will point to gone.
+            with contextlib.suppress(StoreUnavailable):
+                b.store.create(old_key, taken, b.ttl)
+            with contextlib.suppress(StoreUnavailable):
+                b.store.delete(new_key)
+            raise
     return update if update is not None else _DELETE
+
+
+def _move_changes_made_meanwhile(
+    session: ServerSession,
+    taken: bytes,
+    moved: dict[str, bytes],
+    sets: dict[str, bytes],
+    deletes: set[str],
+) -> None:
+    """Merge into the new record what another request changed in the old
+    one while this request ran; refuse, as a save would, what cannot fit."""
+    b = session._binding
+    values = _moved_values(session, taken, sets, deletes)
+    ops: list[Op] = [
+        (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), values).items()
+    ]
+    gone = set(moved) - set(values)
+    ops += [(OP_DELETE, _key_bytes(key), b"") for key in gone]
+    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, 0)
+    if result == TOO_LARGE:
+        raise SessionTooLarge(None, b.max_size)
+    if result < 0:
+        raise StoreUnavailable("the new record of a regenerated session was lost")
 
 
 def _unless_corrupt(read: t.Callable[[str], bytes | None], key: str) -> bytes | None:

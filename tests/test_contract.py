@@ -6,6 +6,7 @@ Each test names the contract item it proves. Store traffic is counted by the
 
 from __future__ import annotations
 
+import ast
 import base64
 import copy
 import datetime
@@ -566,6 +567,66 @@ def test_a_lengthened_lifetime_keeps_sessions_in_use(make_app, monkeypatch):
 
 
 # -- 11: regenerate -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["too large", "store gone"])
+def test_a_regenerate_that_fails_after_taking_the_old_record_undoes_itself(
+    tmp_path, failure
+):
+    """Another request changed the session while a login ran: merging that
+    change into the new record can still fail (too large, a store gone).
+    The login then fails, and the session is as it was, under its old id,
+    with the other request's change, and no copy is left behind."""
+    from flask_picklesession import FileSystemStore
+
+    class MeanwhileStore(FileSystemStore):
+        meanwhile = None
+
+        def take(self, key):
+            if self.meanwhile is not None:
+                self.meanwhile, change = None, self.meanwhile
+                change()  # a concurrent request saves, just before the take
+            return super().take(key)
+
+        def patch(self, key, ops, *args):
+            if failure == "store gone" and not self.meanwhile and self.taken:
+                raise StoreUnavailable("gone")
+            return super().patch(key, ops, *args)
+
+        taken = False
+
+    store = MeanwhileStore(tmp_path / "sessions")
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="k", PICKLESESSION_MAX_SIZE=3000)
+    PickleSession(app, store=store)
+    add_routes(app)
+
+    @app.route("/big/<key>")
+    def big(key):
+        flask.session[key] = noise(1200)
+        return "ok"
+
+    @app.route("/login")
+    def login():
+        flask.session.regenerate()
+        flask.session["user"] = noise(1200) if failure == "too large" else "alice"
+        return "ok"
+
+    c = app.test_client()
+    c.get("/big/a")
+    other = app.test_client()
+    put_cookie(other, cookie_value(c))
+
+    def concurrent_change():
+        other.get("/big/b")
+        store.taken = True
+
+    store.meanwhile = concurrent_change
+    assert c.get("/login").status_code == 500
+    dump = ast.literal_eval(c.get("/dump").data.decode())  # the old cookie works
+    keys = [k for k, _ in dump]
+    assert sorted(keys) == ["a", "b"]
+    assert len(list(store.scan("session:"))) == 1
 
 
 def test_regenerate_keeps_data_new_id_old_id_gone(client, raw_store):
