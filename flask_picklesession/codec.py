@@ -540,17 +540,19 @@ class PickleCodec(Codec):
         Values are otherwise decoded one key at a time, when read; a
         refused one would then empty the session only for the requests that
         read it, while the others went on merging into the record. Each
-        value is loaded through the allowlist and dropped, once per record
-        (see :meth:`.binding.Binding.load`).
+        value's globals are looked up through the allowlist by the guard's
+        walk, nothing is unpickled, and a value walked once in this process
+        is not walked again.
         """
-        if self._unpickler is None:
+        unpickler = self._unpickler
+        if unpickler is None:
             return
         for entry in entries:
             if entry.value[:1] in (_PICKLE, _ZPICKLE):
                 try:
-                    self.decode(entry.value)
-                except CorruptEntry as exc:
-                    raise CorruptRecord(str(exc)) from None
+                    self._guard(unpack(entry.value)[1:], unpickler)
+                except Exception as exc:  # refused, unreadable, or gone
+                    raise CorruptRecord(f"{type(exc).__name__}: {exc}") from None
 
     def _load_pickle(self, body: bytes) -> object:
         unpickler = self._unpickler

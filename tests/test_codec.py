@@ -267,6 +267,21 @@ def test_allowlist_guard_walks_each_foreign_pickle_once(monkeypatch):
     assert len(walked) == 1
 
 
+def test_allowlist_check_of_a_record_unpickles_nothing(monkeypatch):
+    """Checking a record's values against the allowlist walks them; their
+    objects are built only for the keys a request reads."""
+    writer = PickleCodec()
+    entries = [Entry(b"M" * 16, writer.encode("k", [Holder(i) for i in range(50)]))]
+    codec = PickleCodec([f"{__name__}.Holder"])
+    monkeypatch.setattr(
+        codec, "_load_pickle", lambda body: pytest.fail("unpickled in the check")
+    )
+    codec.check(entries)
+    narrower = PickleCodec(["builtins.int"])
+    with pytest.raises(CorruptRecord, match="Holder is not in"):
+        narrower.check(entries)
+
+
 def test_allowlist_loads_enum_members():
     codec = PickleCodec([f"{__name__}.Level"])
     assert codec.decode(codec.encode("level", [Level.HARD])) == [Level.HARD]
