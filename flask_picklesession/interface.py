@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 import typing as t
 import weakref
+from datetime import timezone
 
 from flask.sessions import SessionInterface
 
@@ -150,11 +151,19 @@ class PickleSession(SessionInterface):
         if not isinstance(session, ServerSession) or session._save_failed:
             return
         try:
-            if "should_set_cookie" in self._hooks and not session._cleared:
+            if (
+                "should_set_cookie" in self._hooks
+                and not session._cleared
+                and not session._suppressed
+            ):
+                accessed = session.accessed
                 pending_changes(session)  # for session.modified, which it asks
-                if not self.should_set_cookie(app, session):
+                allowed = self.should_set_cookie(app, session)
+                # Flask's version reads ``permanent``: not a use by the view.
+                session.accessed = accessed
+                if not allowed:
                     # As Flask (and Flask-Session) would: no cookie, so no save.
-                    if session.accessed:
+                    if accessed:
                         vary_on_cookie(response)
                     return
             update = save(session)
@@ -173,6 +182,8 @@ class PickleSession(SessionInterface):
             expires = update.expires
             if "get_expiration_time" in self._hooks:
                 when = self.get_expiration_time(app, session)
+                if when is not None and when.tzinfo is None:
+                    when = when.replace(tzinfo=timezone.utc)  # as Werkzeug reads it
                 expires = None if when is None else int(when.timestamp())
             set_session_cookie(
                 response, name, update.value, expires, options, known_plain=True

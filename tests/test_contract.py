@@ -1084,7 +1084,19 @@ def test_popitem_takes_the_last_key_as_on_a_dict(app):
 # -- Flask's cookie settings --------------------------------------------------------
 
 
-def test_flasks_cookie_hooks_overridden_in_a_subclass_are_asked(make_app, raw_store):
+@pytest.fixture
+def new_york_time(monkeypatch):
+    """A local time zone that is not UTC, for naive datetimes to differ."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_flasks_cookie_hooks_overridden_in_a_subclass_are_asked(
+    make_app, raw_store, new_york_time
+):
     """``should_set_cookie`` and ``get_expiration_time`` are Flask's hooks
     for subclasses: an API that wants no cookie, a fixed expiry."""
     until = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
@@ -1094,7 +1106,7 @@ def test_flasks_cookie_hooks_overridden_in_a_subclass_are_asked(make_app, raw_st
             return not flask.request.path.startswith("/api/")
 
         def get_expiration_time(self, app, session):
-            return until
+            return until.replace(tzinfo=None)  # naive: UTC, as Werkzeug reads it
 
     app = make_app()
     Hooked(app)
@@ -1148,6 +1160,8 @@ def test_a_should_set_cookie_override_sees_what_flask_would_count(make_app):
     c.get("/cart/apple")
     assert c.get("/get/cart").data == b"['apple']"
     assert c.get("/permanent-again").data == b"True"
+    # Flask's hook reads ``permanent``, which is no use of the session
+    assert "Vary" not in c.get("/untouched").headers
 
 
 # -- Flask's cookie settings --------------------------------------------------------
