@@ -199,7 +199,11 @@ class FileSystemStore(Store):
                 if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                     raise CorruptRecord("session entry is not a regular file") from exc
                 raise StoreUnavailable(f"cannot open session file: {exc}") from exc
-            info = os.fstat(fd)
+            try:
+                info = os.fstat(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise StoreUnavailable(f"cannot read session file: {exc}") from exc
             if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
                 os.close(fd)
                 raise CorruptRecord("session entry is not a regular file of sane size")
@@ -271,13 +275,14 @@ class FileSystemStore(Store):
             live = expiry > _now_ms()
             if live:
                 _refuse_other_links(fd)
-            refreshed = live and self._refresh_open_file(fd, ttl)
+                # Not refreshed if no record of ours: returned all the same,
+                # for the caller to report as it reports unreadable records.
+                self._refresh_open_file(fd, ttl)
         finally:
             os.close(fd)
-        if refreshed:
+        if live:
             return record
-        if expiry <= _now_ms():
-            self._tidy(key)
+        self._tidy(key)
         return None
 
     def info(self, key: str) -> EntryInfo | None:
@@ -443,14 +448,22 @@ class FileSystemStore(Store):
     def _remove_stale_temps(self) -> int:
         removed = 0
         cutoff = time.time() - _STALE_TEMP_SECONDS
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.directory):
-                if (
-                    entry.name.startswith(".tmp-")
-                    and entry.is_file(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_mtime < cutoff
-                ):
-                    with contextlib.suppress(FileNotFoundError):
+        try:
+            entries = os.scandir(self.directory)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot list the session folder: {exc}") from exc
+        with entries:
+            for entry in entries:
+                if not entry.name.startswith(".tmp-"):
+                    continue
+                # A save may rename its temporary file away at any moment.
+                with contextlib.suppress(FileNotFoundError):
+                    if (
+                        entry.is_file(follow_symlinks=False)
+                        and entry.stat(follow_symlinks=False).st_mtime < cutoff
+                    ):
                         os.unlink(entry.path)
                         removed += 1
         return removed

@@ -181,6 +181,19 @@ def test_a_hard_linked_file_is_read_but_not_refreshed_through_the_link(fs, tmp_p
     assert fs.info("k").ttl > 60_000 and backup.read_bytes() == before
 
 
+def test_a_refreshing_read_returns_what_it_cannot_refresh(fs):
+    """A live file holding no record of ours is not refreshed, but read as
+    it is, so that the caller reports it as it reports any unreadable
+    record (a warning), as a plain read and Redis's GETEX do."""
+    fs.create("k", record(a=b"1"), 60_000)
+    path = os.path.join(fs.directory, "k")
+    with open(path, "r+b") as handle:
+        handle.seek(8)
+        handle.write(b"\x02")  # another format version
+    assert fs.load("k", 120_000) == fs.load("k")
+    assert fs.load("k")[:1] == b"\x02"
+
+
 def test_cleanup_removes_expired_only(fs):
     fs.create("old", record(a=b"1"), 20)
     fs.create("live", record(a=b"1"), 60_000)
