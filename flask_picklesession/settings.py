@@ -110,7 +110,9 @@ def check_arguments(overrides: dict[str, t.Any]) -> None:
     }
     for key, value in overrides.items():
         if value is not None:
-            checks[key](value, f"the {ARGUMENTS[key]} argument")
+            checked = checks[key](value, f"the {ARGUMENTS[key]} argument")
+            if key == "PICKLESESSION_PICKLE_ALLOWLIST":
+                overrides[key] = checked  # an iterator would be empty next time
 
 
 def _check_store_choice(value: object, name: str) -> None:

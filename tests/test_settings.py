@@ -232,3 +232,17 @@ def test_a_lifetime_changed_at_run_time_applies_to_the_next_request(tmp_path):
         expires = re.search(r"Expires=([^;]+)", header).group(1)
         left = parsedate_to_datetime(expires).timestamp() - time.time()
         assert seconds - 5 < left <= seconds
+
+
+def test_an_allowlist_given_as_an_iterator_is_kept_whole(tmp_path):
+    """The argument is typed Iterable: checking it must not use it up."""
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config["SECRET_KEY"] = "k"
+    PickleSession(app, pickle_allowlist=iter(["datetime.date"]))
+
+    @app.route("/")
+    def save():
+        flask.session["day"] = datetime.date(2026, 1, 1)
+        return "ok"
+
+    assert app.test_client().get("/").status_code == 200
