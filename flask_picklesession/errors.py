@@ -15,7 +15,8 @@ class SessionError(Exception):
 class ConfigurationError(SessionError, ValueError):
     """A ``PICKLESESSION_*`` setting, a secret key or a store client is unusable.
 
-    Raised at ``init_app`` or on the first request of an app, never later.
+    Raised at ``init_app``, or on the first request that uses the setting
+    (a value set or changed after ``init_app``, the secret keys).
     """
 
 

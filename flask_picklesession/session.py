@@ -312,10 +312,13 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
 
     @property
     def modified(self) -> bool:
-        """True if the session was changed through its mapping methods.
+        """True if the session was changed, as Flask counts it.
 
-        Setting it to True saves every key this request read; setting it to
-        False cancels saving the changes made so far.
+        Counted: changes through the mapping methods, ``clear()``,
+        ``regenerate()``, an assignment to ``permanent``, and changes made
+        inside values once the save has looked for them. Setting it to True
+        saves every key this request read; setting it to False cancels
+        saving the changes made so far.
         """
         if self._suppressed:
             return False
