@@ -22,6 +22,7 @@ from flask.sessions import SessionMixin
 
 from .binding import warn_corrupt
 from .codec import IMMUTABLE_TYPES, CorruptEntry, unpack
+from .errors import StoreUnavailable
 from .ids import new_sid
 
 if t.TYPE_CHECKING:
@@ -261,7 +262,11 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         return ValuesView(self)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {dict(self)!r}>"
+        try:
+            content = repr(dict(self))
+        except StoreUnavailable as exc:  # in a log line or a debugger: no raise
+            content = f"(store unavailable: {exc})"
+        return f"<{type(self).__name__} {content}>"
 
     def copy(self) -> dict[str, t.Any]:
         """Return the content as a plain dict."""

@@ -23,6 +23,9 @@ from flask_picklesession import (
     RedisStore,
     StoreUnavailable,
 )
+from flask_picklesession.cookie import make_cookie
+from flask_picklesession.ids import new_sid
+from flask_picklesession.keys import KeyRing
 from flask_picklesession.record import (
     OP_DELETE,
     OP_SET,
@@ -249,6 +252,19 @@ def test_redis_down_raises_then_recovers(tmp_path, redis_server, redis_client):
     assert c.get("/get/a").data == b"None"
     c.get("/set/b/2")
     assert c.get("/get/b").data == b"'2'"
+
+
+def test_repr_of_a_session_whose_store_is_down_does_not_raise(tmp_path):
+    """A repr goes to log lines and debuggers: it says the store is down."""
+    app = redis_app(tmp_path, PICKLESESSION_REDIS_URL="redis://127.0.0.1:1/0")
+
+    @app.route("/repr")
+    def show():
+        return repr(flask.session)
+
+    c = app.test_client()
+    put_cookie(c, make_cookie(KeyRing("k"), new_sid(), int(time.time() * 1000), False))
+    assert b"store unavailable" in c.get("/repr").data
 
 
 def test_redis_going_away_mid_request_is_not_reported_as_saved(
