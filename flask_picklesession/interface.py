@@ -12,6 +12,7 @@ from flask.sessions import SessionInterface
 from .binding import Binding
 from .cookie import raw_cookie
 from .headers import CookieOptions, set_session_cookie, vary_on_cookie
+from .keys import normalize_fallbacks
 from .saving import pending_changes, save
 from .session import ServerSession
 from .settings import build_settings, check_arguments, config_source
@@ -111,6 +112,8 @@ class PickleSession(SessionInterface):
         """Install on ``app`` and check its configuration now."""
         app.session_interface = self
         self.settings_for(app)
+        # Otherwise refused only once a request needs the keys, after its view.
+        normalize_fallbacks(app.config.get("SECRET_KEY_FALLBACKS"))
 
     def settings_for(self, app: Flask) -> Settings:
         """Return the checked ``PICKLESESSION_*`` settings of ``app``.
