@@ -418,8 +418,13 @@ def test_rotation_current_key_cookie_does_not_verify_with_old_key(make_app):
 
 @pytest.mark.parametrize("fallbacks", ["old key", b"old key"])
 def test_fallbacks_as_single_string_are_refused(make_app, fallbacks):
-    app = add_routes(make_app(SECRET_KEY="k", SECRET_KEY_FALLBACKS=fallbacks))
+    """Iterated, a string would make each character a key: refused when the
+    app is set up, or, set later, by the first request that needs the keys."""
+    with pytest.raises(ValueError, match="SECRET_KEY_FALLBACKS must be a list"):
+        make_app(SECRET_KEY="k", SECRET_KEY_FALLBACKS=fallbacks)
+    app = add_routes(make_app(SECRET_KEY="k"))
     app.testing = True
+    app.config["SECRET_KEY_FALLBACKS"] = fallbacks
     with pytest.raises(ValueError, match="SECRET_KEY_FALLBACKS must be a list"):
         app.test_client().get("/get/a")
 

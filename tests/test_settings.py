@@ -246,12 +246,3 @@ def test_an_allowlist_given_as_an_iterator_is_kept_whole(tmp_path):
         return "ok"
 
     assert app.test_client().get("/").status_code == 200
-
-
-def test_fallback_keys_given_as_one_string_are_refused_at_init_app(tmp_path):
-    """Iterated, a string would make each character a key; caught when the
-    app is set up, not after the view of the first request with a cookie."""
-    app = flask.Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="new", SECRET_KEY_FALLBACKS="old")
-    with pytest.raises(ConfigurationError, match="SECRET_KEY_FALLBACKS"):
-        PickleSession(app)
