@@ -52,6 +52,12 @@ _option_config = operator.itemgetter(*_OPTION_CONFIG)
 #: Distinct cookie option sets remembered per interface before starting over.
 _OPTIONS_CACHE_SIZE = 16
 
+#: The store names ``PICKLESESSION_STORE`` and ``store=`` take, spelled out so
+#: that a type checker catches a typo before the app starts.
+StoreName = t.Literal["filesystem", "redis"]
+#: The serializers ``PICKLESESSION_SERIALIZER`` and ``serializer=`` take.
+SerializerName = t.Literal["pickle", "json"]
+
 
 class PickleSession(SessionInterface):
     """Server-side sessions for Flask: a signed id in the cookie, data in a store.
@@ -70,8 +76,8 @@ class PickleSession(SessionInterface):
         self,
         app: Flask | None = None,
         *,
-        store: Store | str | None = None,
-        serializer: str | None = None,
+        store: Store | StoreName | None = None,
+        serializer: SerializerName | None = None,
         key_prefix: str | None = None,
         max_size: int | None = None,
         pickle_allowlist: Iterable[str] | None = None,

@@ -20,23 +20,20 @@ from .errors import SessionError
 from .ids import is_valid_sid, short_hash
 from .interface import PickleSession
 from .record import (
-    OP_SET_IF_MAC,
     CorruptRecord,
     is_foreign,
     open_entries,
     parse_raw,
-    seal,
+    rekey_ops,
 )
 from .store import CORRUPT, GONE, TOO_LARGE
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
 
     from flask import Flask
 
     from .codec import Codec
     from .keys import KeyRing
-    from .record import Entry, Op
     from .store import Store
 
 
@@ -268,21 +265,6 @@ def still_there(target: Target, key: str) -> bool:
 REKEYED, CURRENT, FAILED, GONE_MEANWHILE = "rekeyed", "current", "failed", "gone"
 #: Not a record of this package (another library's session, say): left alone.
 FOREIGN = "foreign"
-
-
-def rekey_ops(
-    ring: KeyRing, sid: str, entries: dict[str, Entry], stale: Iterable[str]
-) -> list[Op]:
-    """Conditional re-MAC operations for the entries MACed by a fallback key.
-
-    Each applies only if the entry still has the MAC that was read, so a
-    request that changed it meanwhile wins.
-    """
-    ops: list[Op] = []
-    for name in sorted(stale):
-        entry, key = entries[name], name.encode("utf-8")
-        ops.append((OP_SET_IF_MAC, key, entry.mac + seal(ring, sid, key, entry.value)))
-    return ops
 
 
 def rekey_session(target: Target, key: str) -> str:

@@ -219,6 +219,21 @@ def seal(ring: KeyRing, sid: str, key: bytes, value: bytes) -> bytes:
     return ring.mac(_mac_message(sid.encode("ascii"), key, value)) + value
 
 
+def rekey_ops(
+    ring: KeyRing, sid: str, entries: Mapping[str, Entry], stale: Iterable[str]
+) -> list[Op]:
+    """Conditional re-MAC operations for the entries MACed by a fallback key.
+
+    Each applies only if the entry still has the MAC that was read, so a
+    request that changed it meanwhile wins.
+    """
+    ops: list[Op] = []
+    for name in sorted(stale):
+        entry, key = entries[name], name.encode("utf-8")
+        ops.append((OP_SET_IF_MAC, key, entry.mac + seal(ring, sid, key, entry.value)))
+    return ops
+
+
 def open_entries(
     ring: KeyRing, sid: str, raw: Mapping[bytes, bytes]
 ) -> tuple[dict[str, Entry], set[str]]:

@@ -30,6 +30,7 @@ from .record import (
     open_entries,
     parse_raw,
     piece_size,
+    rekey_ops,
     seal,
 )
 from .store import CORRUPT, GONE, TOO_LARGE
@@ -333,7 +334,9 @@ def _patch(
         (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), sets).items()
     ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
-    ops += _rekey_ops(session, set(sets) | deletes)
+    stale = session._stale - set(sets) - deletes
+    if stale:  # rotation: re-MAC what a fallback key verified, if unchanged
+        ops += rekey_ops(b.ring, session._id(), session._entries or {}, stale)
     sizes: Sizes | None = None
     if session._entries is not None:
         sizes = _patched_sizes(session, sets, deletes)
@@ -407,25 +410,6 @@ def _log_dropped(session: ServerSession) -> None:
         "session %s was deleted while this request ran; its changes are dropped",
         short_hash(session._id()),
     )
-
-
-def _rekey_ops(session: ServerSession, skip: set[str]) -> list[Op]:
-    """Re-MAC entries still authenticated by a fallback key (rotation).
-
-    Conditional on the entry being unchanged, so a concurrent write wins.
-    """
-    b, entries = session._binding, session._entries or {}
-    ops: list[Op] = []
-    for key in session._stale - skip:
-        entry, kb = entries[key], _key_bytes(key)
-        ops.append(
-            (
-                OP_SET_IF_MAC,
-                kb,
-                entry.mac + seal(b.ring, session._id(), kb, entry.value),
-            )
-        )
-    return ops
 
 
 #: Appended saves may make a record this much, or half its live size if that

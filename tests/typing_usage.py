@@ -120,3 +120,8 @@ def describe(exc: SessionError) -> str:
     if isinstance(exc, ConfigurationError):
         return f"bad setting: {exc}"
     return str(exc)
+
+
+def typos_are_type_errors() -> None:
+    PickleSession(serializer="jsn")  # type: ignore[arg-type]
+    PickleSession(store="reddis")  # type: ignore[arg-type]
