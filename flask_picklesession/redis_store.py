@@ -122,15 +122,17 @@ return count
 #: would pass a full server's memory limit.
 #: ARGV: ttl in ms, the size the record may reach, the bytes to append.
 #: Returns 1, or -1 (gone, or moved: see :data:`TAKE_SCRIPT`), -3 (not a
-#: string) or -4: the record would grow past the limit, so the caller merges
-#: (and so compacts) instead. A record of another format version stays
-#: unreadable: loads report it. On Redis 7 and later an ACL user refused
+#: record of this format: appending would bury the save where no load finds
+#: it) or -4: the record would grow past the limit, so the caller merges
+#: (and so compacts) instead. On Redis 7 and later an ACL user refused
 #: PEXPIRE is refused before the APPEND: a save that raises is never half done.
 APPEND_SCRIPT = """
 local size = redis.pcall('STRLEN', KEYS[1])
 if type(size) == 'table' and size.err then return -3 end
 if size == 0 then return -1 end
-if redis.call('GETRANGE', KEYS[1], 0, 0) == string.char(0) then return -1 end
+local version = redis.call('GETRANGE', KEYS[1], 0, 0)
+if version == string.char(0) then return -1 end
+if version ~= string.char(1) then return -3 end
 if size + #ARGV[3] > tonumber(ARGV[2]) then return -4 end
 if redis.acl_check_cmd and not redis.acl_check_cmd('PEXPIRE', KEYS[1], ARGV[1]) then
   return redis.error_reply('NOPERM this user has no permissions to run PEXPIRE')

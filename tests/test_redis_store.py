@@ -472,6 +472,16 @@ def test_merge_into_key_of_another_type_is_corrupt_not_an_error(redis_client):
     assert redis_client.lrange("k", 0, -1) == [b"x"]
 
 
+@pytest.mark.parametrize("stored", [b"\x02a newer format", b"not a record"])
+def test_append_to_a_record_of_another_format_is_corrupt(redis_client, stored):
+    """Appended after bytes no load can read, the save would answer done
+    and be lost: it is refused as corrupt, and the caller starts anew."""
+    store = RedisStore(redis_client)
+    redis_client.set("k", stored)
+    assert store.patch("k", [(OP_SET, b"b", b"N" * 16)], 60_000, 100, 1000) == -3
+    assert redis_client.get("k") == stored
+
+
 def test_appended_saves_are_compacted(tmp_path, redis_client):
     """Saves append to the record; once it holds a bounded amount more than
     the live session, the next save rewrites it whole (the merge script), so
