@@ -29,7 +29,6 @@ from .record import (
 from .store import CORRUPT, GONE, TOO_LARGE
 
 if t.TYPE_CHECKING:
-
     from flask import Flask
 
     from .codec import Codec

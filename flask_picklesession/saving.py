@@ -328,21 +328,22 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
 def _patch(
     session: ServerSession, sets: dict[str, bytes], deletes: set[str]
 ) -> CookieUpdate | None:
-    """Merge the changed keys into the stored record, in one store operation."""
+    """Merge the changed keys into the stored record, in one store operation.
+
+    The session was loaded first (see :func:`save`): its sizes are known.
+    """
     b = session._binding
+    entries = session._entries
+    assert entries is not None, "a session is loaded before it is patched"
     ops: list[Op] = [
         (OP_SET, kb, body) for kb, body in _sealed(b, session._id(), sets).items()
     ]
     ops += [(OP_DELETE, _key_bytes(k), b"") for k in deletes]
     stale = session._stale - set(sets) - deletes
     if stale:  # rotation: re-MAC what a fallback key verified, if unchanged
-        ops += rekey_ops(b.ring, session._id(), session._entries or {}, stale)
-    sizes: Sizes | None = None
-    if session._entries is not None:
-        sizes = _patched_sizes(session, sets, deletes)
-    else:  # blind write: what it sets alone must fit
-        _check_size(session, sets)
-    limit = _append_limit(session, ops, sizes[0] if sizes else None)
+        ops += rekey_ops(b.ring, session._id(), entries, stale)
+    sizes = _patched_sizes(session, sets, deletes)
+    limit = _append_limit(session, ops, sizes[0])
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
     if result > 0:
         if limit and b.store.appends:
@@ -352,24 +353,24 @@ def _patch(
         return _DELETE
     if result == TOO_LARGE:
         raise SessionTooLarge(None, b.max_size)
-    if result == GONE and session._entries is not None:
-        # Leave the cookie alone: the client may hold a newer one by now.
+    if result == GONE:
+        # Deleted since the load (clear, regenerate, expiry): it stays
+        # deleted. Leave the cookie alone: the client may hold a newer one.
         _log_dropped(session)
         return None
-    if result == CORRUPT:
-        logger.warning(
-            "stored session %s is unreadable; starting a new one",
-            short_hash(session._id()),
-        )
-    # Written blind (never read) and the record is gone: keep the writes in
-    # a new session rather than lose them; the old one is not brought back.
+    if result != CORRUPT:  # pragma: no cover (a store breaking its contract)
+        raise AssertionError(f"unexpected patch result {result}")
+    # Replaced by something unreadable since the load: keep the writes in a
+    # new session rather than lose them; the old one is not brought back.
+    logger.warning(
+        "stored session %s is unreadable; starting a new one",
+        short_hash(session._id()),
+    )
     session._found = False
     return _create(session, sets)
 
 
-def _remember_appended(
-    session: ServerSession, ops: list[Op], sizes: Sizes | None
-) -> None:
+def _remember_appended(session: ServerSession, ops: list[Op], sizes: Sizes) -> None:
     """Remember the record an appending store now holds, as verified.
 
     Unless another request changed it meanwhile, it is the loaded record
@@ -420,17 +421,14 @@ APPEND_SLACK = 512
 APPEND_SLACK_MAX = 1024
 
 
-def _append_limit(session: ServerSession, ops: list[Op], live: int | None) -> int:
+def _append_limit(session: ServerSession, ops: list[Op], live: int) -> int:
     """How large the record may grow by appending this save; 0: rewrite it.
 
     Appending costs the store time in proportion to the change. A rewrite
-    compacts the record, and is needed for conditional sets (re-keying), for
-    deletes that may leave the session empty (it is then removed), and for
-    blind writes, which do not know how large the record is.
+    compacts the record, and is needed for conditional sets (re-keying) and
+    for deletes that may leave the session empty (it is then removed).
     """
     b = session._binding
-    if live is None:
-        return 0
     grown = len(b.loaded_record)
     for op, kb, payload in ops:
         if op == OP_SET_IF_MAC or (op == OP_DELETE and live <= 1):

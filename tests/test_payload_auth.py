@@ -141,6 +141,27 @@ def test_corrupt_session_then_write_starts_new_session(app, raw_store):
     assert c.get("/dump").data == b"[('b', '2')]"
 
 
+def test_record_corrupted_between_load_and_save_keeps_the_write(
+    app, store, raw_store, monkeypatch, caplog
+):
+    """The merge finds the record unreadable: the write lands in a new
+    session (new id, warning) instead of being lost or merged into junk."""
+    c, sid = _stored_session(app)
+    real_patch = store.patch
+
+    def patch_after_corruption(key, *args, **kwargs):
+        _write(raw_store, sid, b"\x02junk")
+        return real_patch(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "patch", patch_after_corruption)
+    with caplog.at_level(logging.WARNING, "flask_picklesession"):
+        assert c.get("/set/b/2").status_code == 200
+    assert "unreadable; starting a new one" in caplog.text
+    assert sid_of(c) != sid
+    monkeypatch.undo()
+    assert c.get("/dump").data == b"[('b', '2')]"
+
+
 def test_rotation_rewrites_payload_mac_on_next_save(make_app):
     old = add_routes(make_app(SECRET_KEY="old key"))
     c = old.test_client()
