@@ -17,6 +17,7 @@ from .cookie import peek_permanent_stamp
 from .errors import ConfigurationError, StoreUnavailable
 from .ids import short_hash
 from .record import CorruptRecord
+from .store import checked_record
 from .verified import verified_cookie, verified_record
 
 if t.TYPE_CHECKING:
@@ -227,16 +228,19 @@ class Binding:
 
     def _read(self, sid: str) -> bytes | None:
         if not self.refresh_due:
-            return self.store.load(self.key(sid))
-        try:
-            return self.store.load(self.key(sid), self.ttl)
-        except StoreUnavailable as exc:
-            if not exc.reached:
-                raise  # a plain read would time out as well
-            record = self.store.load(self.key(sid))  # raises if reads fail too
-            self.__dict__["refresh_due"] = False
-            warn_refresh_failed(sid, exc)
+            record = self.store.load(self.key(sid))
+        else:
+            try:
+                record = self.store.load(self.key(sid), self.ttl)
+            except StoreUnavailable as exc:
+                if not exc.reached:
+                    raise  # a plain read would time out as well
+                record = self.store.load(self.key(sid))  # raises if reads fail too
+                self.__dict__["refresh_due"] = False
+                warn_refresh_failed(sid, exc)
+        if record is None or type(record) is bytes:
             return record
+        return checked_record(self.store, "load", record)
 
 
 def warn_refresh_failed(sid: str, exc: StoreUnavailable) -> None:

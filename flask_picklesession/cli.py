@@ -158,7 +158,7 @@ def cleanup() -> None:
         return
     keys, _ = session_keys(target)
     removed = store.cleanup(keys)
-    click.echo(f"Removed {removed} expired or leftover file(s) from {store!r}.")
+    click.echo(f"Removed {removed} expired or leftover record(s) from {store!r}.")
 
 
 @picklesession_cli.command()

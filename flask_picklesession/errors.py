@@ -40,16 +40,29 @@ class SessionTooLarge(SessionError, ValueError):
     Raised before anything is written, so the stored session stays as it was.
     """
 
-    def __init__(self, size: int | None, limit: int) -> None:
+    def __init__(
+        self,
+        size: int | None,
+        limit: int,
+        largest_key: str | None = None,
+        largest_size: int | None = None,
+    ) -> None:
         what = f"{size} bytes" if size is not None else "larger"
+        largest = ""
+        if largest_key is not None:
+            largest = f"; the largest value is session[{largest_key!r:.60}]"
+            if largest_size is not None:
+                largest += f", {largest_size} bytes"
         super().__init__(
             f"the serialized session would be {what}, over the limit of"
-            f" {limit} bytes (PICKLESESSION_MAX_SIZE)"
+            f" {limit} bytes (PICKLESESSION_MAX_SIZE){largest}"
         )
         #: Size in bytes the session would have had, if known.
         self.size = size
         #: The configured limit in bytes.
         self.limit = limit
+        #: The session key holding the largest value, if known.
+        self.largest_key = largest_key
 
 
 class SerializationError(SessionError, TypeError):

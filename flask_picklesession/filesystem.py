@@ -24,10 +24,9 @@ import tempfile
 import time
 import typing as t
 
-from .codec import serialized_size
 from .errors import StoreUnavailable
-from .record import FORMAT_VERSION, CorruptRecord, apply_ops, build
-from .store import CORRUPT, GONE, TOO_LARGE, EntryInfo, Store
+from .record import FORMAT_VERSION, CorruptRecord
+from .store import CORRUPT, EntryInfo, Store, merge_record
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -134,6 +133,8 @@ class FileSystemStore(Store):
     needs_cleanup = True
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
+        if not os.fspath(directory):  # "" would mean whatever folder is current
+            raise ValueError("FileSystemStore needs a folder's path, not ''")
         #: Folder that holds the session files.
         self.directory = os.fspath(directory)
 
@@ -150,6 +151,10 @@ class FileSystemStore(Store):
     def _ensure_directory(self) -> None:
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        except FileExistsError as exc:
+            raise StoreUnavailable(
+                f"the session folder {self.directory!r} is a file, not a folder"
+            ) from exc
         except OSError as exc:
             raise StoreUnavailable(
                 f"cannot create the session folder {self.directory!r}: {exc}"
@@ -398,18 +403,15 @@ class FileSystemStore(Store):
         """Read, merge and replace under the lock (always a compact rewrite)."""
         with self._locked(key):
             try:
-                entries = apply_ops(self._read_live_locked(key), ops)
+                current = self._read_live_locked(key)
             except CorruptRecord:
                 return CORRUPT
-            if entries is None:
-                return GONE
-            if not entries:
+            merged = merge_record(current, ops, max_size)
+            if merged.record is not None:
+                self._write(key, merged.record, ttl)
+            elif merged.result == 0:
                 self._unlink(self._path(key))
-                return 0
-            if serialized_size(entries) > max_size:
-                return TOO_LARGE
-            self._write(key, build(entries), ttl)
-            return len(entries)
+            return merged.result
 
     def delete(self, key: str) -> bool:
         """Remove a session file; True only if it held a live session."""

@@ -26,7 +26,7 @@ from .record import (
     parse_raw,
     rekey_ops,
 )
-from .store import CORRUPT, GONE, TOO_LARGE
+from .store import CORRUPT, GONE, TOO_LARGE, checked_record, checked_result
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -187,7 +187,7 @@ def inspect_session(target: Target, sid: str) -> Inspection:
     data: bytes | None = None
     try:
         info = target.store.info(key)
-        data = target.store.load(key)
+        data = checked_record(target.store, "load", target.store.load(key))
         if data is None or info is None:
             raise OperatorError(
                 f"no session {short_hash(sid)} in the store (unknown or expired id)"
@@ -270,7 +270,7 @@ def rekey_session(target: Target, key: str) -> str:
     """Re-MAC one session's stale entries with the current key; return the outcome."""
     sid = target.sid(key)
     try:
-        data = target.store.load(key)
+        data = checked_record(target.store, "load", target.store.load(key))
         if data is None:
             return GONE_MEANWHILE
         if is_foreign(data):
@@ -284,10 +284,9 @@ def rekey_session(target: Target, key: str) -> str:
     if info is None:
         return GONE_MEANWHILE
     ttl = info.ttl if info.ttl > 0 else target.default_ttl
-    result = target.store.patch(
-        key, rekey_ops(target.ring, sid, entries, stale), ttl, target.max_size
-    )
-    return _patch_outcome(result)
+    ops = rekey_ops(target.ring, sid, entries, stale)
+    result = target.store.patch(key, ops, ttl, target.max_size)
+    return _patch_outcome(checked_result(target.store, "patch", result))
 
 
 def _patch_outcome(result: int) -> str:

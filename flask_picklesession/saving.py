@@ -33,7 +33,7 @@ from .record import (
     rekey_ops,
     seal,
 )
-from .store import CORRUPT, GONE, TOO_LARGE
+from .store import CORRUPT, GONE, TOO_LARGE, checked_record, checked_result
 from .verified import remember_record
 
 if t.TYPE_CHECKING:
@@ -42,6 +42,7 @@ if t.TYPE_CHECKING:
     from .binding import Binding
     from .record import Op
     from .session import ServerSession
+    from .store import Store
     from .verified import Sizes
 
 logger = logging.getLogger("flask_picklesession")
@@ -110,7 +111,9 @@ def pending_changes(session: ServerSession) -> tuple[dict[str, bytes], set[str]]
 
 def _key_bytes(key: object) -> bytes:
     if not isinstance(key, str):
-        raise SerializationError(f"session keys must be str, not {type(key).__name__}")
+        raise SerializationError(
+            f"session keys must be str, not {type(key).__name__}: session[{key!r:.60}]"
+        )
     try:
         return key.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -307,13 +310,19 @@ def _create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | 
         session._values["_permanent"] = True
         values = {**values, "_permanent": b.codec.encode("_permanent", True)}
     sizes = _measure(values)
-    _refuse_over_limit(session, sizes[1])
+    _refuse_over_limit(session, sizes)
     for _ in range(_CREATE_TRIES):
         if b.cookie is not None and session._id() == b.cookie.sid:
             session._renew_id()
         sealed = _sealed(b, session._id(), values)
         record = build(sealed)
-        if b.store.create(b.key(session._id()), record, b.ttl):
+        created = b.store.create(b.key(session._id()), record, b.ttl)
+        if created is None:
+            raise TypeError(
+                f"{type(b.store).__name__}.create() returned None;"
+                " a store's create() returns True, or False if the key is taken"
+            )
+        if created:
             session._found = True
             entries = {
                 key: Entry(body[:MAC_SIZE], value)
@@ -345,6 +354,8 @@ def _patch(
     sizes = _patched_sizes(session, sets, deletes)
     limit = _append_limit(session, ops, sizes[0])
     result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
+    if type(result) is not int:
+        result = checked_result(b.store, "patch", result)
     if result > 0:
         if limit and b.store.appends:
             _remember_appended(session, ops, sizes)
@@ -463,13 +474,17 @@ def _measure(values: Mapping[str, bytes]) -> Sizes:
 
 def _check_size(session: ServerSession, values: Mapping[str, bytes]) -> None:
     """Refuse, before writing, a session of ``values`` over the limit."""
-    _refuse_over_limit(session, _measure(values)[1])
+    _refuse_over_limit(session, _measure(values))
 
 
-def _refuse_over_limit(session: ServerSession, serialized: int) -> None:
+def _refuse_over_limit(session: ServerSession, sizes: Sizes) -> None:
     limit = session._binding.max_size
-    if serialized > limit:
-        raise SessionTooLarge(serialized, limit)
+    if sizes[1] > limit:
+        pieces = sizes[2]
+        largest = max(pieces, key=lambda key: pieces[key][1], default=None)
+        raise SessionTooLarge(
+            sizes[1], limit, largest, None if largest is None else pieces[largest][1]
+        )
 
 
 def _loaded_sizes(session: ServerSession) -> Sizes:
@@ -491,7 +506,7 @@ def _patched_sizes(
     """Sizes of the loaded session once this save's changes are applied;
     a save over the limit is refused."""
     sizes = _changed_sizes(_loaded_sizes(session), sets, deletes)
-    _refuse_over_limit(session, sizes[1])
+    _refuse_over_limit(session, sizes)
     return sizes
 
 
@@ -555,7 +570,7 @@ def _save_regenerated(
     """
     b = session._binding
     old_key = b.key(t.cast(str, session._replaced_sid))
-    current = _unless_corrupt(b.store.load, old_key)
+    current = _unless_corrupt(b.store, old_key)
     if current is None:
         _log_dropped(session)
         return None
@@ -563,7 +578,7 @@ def _save_regenerated(
     update = _create(session, moved)
     new_key = b.key(session._id())
     try:
-        taken = _unless_corrupt(b.store.take, old_key)
+        taken = _unless_corrupt(b.store, old_key, take=True)
     except StoreUnavailable:
         # The old session stays as it was; the copy no cookie points to goes.
         with contextlib.suppress(StoreUnavailable):
@@ -603,19 +618,22 @@ def _move_changes_made_meanwhile(
     ]
     gone = set(moved) - set(values)
     ops += [(OP_DELETE, _key_bytes(key), b"") for key in gone]
-    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, 0)
+    result = checked_result(
+        b.store, "patch", b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, 0)
+    )
     if result == TOO_LARGE:
         raise SessionTooLarge(None, b.max_size)
     if result < 0:
         raise StoreUnavailable("the new record of a regenerated session was lost")
 
 
-def _unless_corrupt(read: t.Callable[[str], bytes | None], key: str) -> bytes | None:
-    """``read(key)`` (a store's load or take); None if the record is unreadable."""
+def _unless_corrupt(store: Store, key: str, *, take: bool = False) -> bytes | None:
+    """A store's load (or take) of ``key``; None if the record is unreadable."""
     try:
-        return read(key)
+        answer = store.take(key) if take else store.load(key)
     except CorruptRecord:
         return None
+    return checked_record(store, "take" if take else "load", answer)
 
 
 def _moved_values(

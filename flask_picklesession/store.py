@@ -1,9 +1,13 @@
 """What every store does: keep records under keys, merge patches atomically.
 
 A store knows nothing of sessions, keys or serializers. It keeps opaque
-records (see :mod:`.record`) with an expiry, and applies patches so that
-concurrent saves of one session merge key by key instead of overwriting each
-other. All times are in milliseconds.
+records with an expiry, and applies patches so that concurrent saves of one
+session merge key by key instead of overwriting each other. All times are in
+milliseconds.
+
+This module is public for anyone writing a store of their own: subclass
+:class:`Store`, and let :func:`merge_record` work out what a patch stores.
+Everything a store needs is importable from here.
 """
 
 from __future__ import annotations
@@ -11,15 +15,98 @@ from __future__ import annotations
 import abc
 import typing as t
 
+from .codec import serialized_size
+from .record import (
+    OP_DELETE,
+    OP_SET,
+    OP_SET_IF_MAC,
+    CorruptRecord,
+    Op,
+    apply_ops,
+    build,
+)
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-    from .record import Op
+__all__ = [
+    "CORRUPT",
+    "GONE",
+    "OP_DELETE",
+    "OP_SET",
+    "OP_SET_IF_MAC",
+    "TOO_LARGE",
+    "CorruptRecord",
+    "EntryInfo",
+    "Merged",
+    "Op",
+    "Store",
+    "merge_record",
+]
 
 #: :meth:`Store.patch` results below zero.
 GONE = -1  #: the record is missing or expired: nothing was written
 TOO_LARGE = -2  #: the merged record would exceed the size limit: nothing written
 CORRUPT = -3  #: the stored record is unreadable: nothing was written
+
+
+class Merged(t.NamedTuple):
+    """What a patch comes to: see :func:`merge_record`."""
+
+    #: What :meth:`Store.patch` returns: entries left, or GONE, TOO_LARGE, CORRUPT.
+    result: int
+    #: The record to store when ``result`` is positive, else None.
+    record: bytes | None
+
+
+def merge_record(current: bytes | None, ops: Sequence[Op], max_size: int) -> Merged:
+    """Merge patch ``ops`` into the ``current`` record (None: missing or expired).
+
+    The whole of :meth:`Store.patch` but the reading and writing, which a
+    store does around it under one lock or transaction: store ``record``
+    when ``result`` is positive, delete the key when it is 0, write nothing
+    otherwise. The size limit counts values before compression, as
+    ``PICKLESESSION_MAX_SIZE`` does.
+    """
+    try:
+        entries = apply_ops(current, ops)
+    except CorruptRecord:
+        return Merged(CORRUPT, None)
+    if entries is None:
+        return Merged(GONE, None)
+    if not entries:
+        return Merged(0, None)
+    if serialized_size(entries) > max_size:
+        return Merged(TOO_LARGE, None)
+    return Merged(len(entries), build(entries))
+
+
+def checked_record(store: Store, method: str, answer: object) -> bytes | None:
+    """A store's ``load`` or ``take`` answer as bytes or None.
+
+    A bytearray or memoryview (what some database drivers give for a
+    binary column) is copied to bytes; anything else is a mistake in the
+    store, said plainly rather than as a corrupt record later on.
+    """
+    if answer is None or type(answer) is bytes:
+        return answer
+    if isinstance(answer, (bytes, bytearray, memoryview)):
+        return bytes(answer)
+    raise _bad_answer(store, method, answer, "the record's bytes or None")
+
+
+def checked_result(store: Store, method: str, answer: object) -> int:
+    """A store's ``patch`` answer, which must be an int."""
+    if type(answer) is int:
+        return answer
+    raise _bad_answer(store, method, answer, "an int")
+
+
+def _bad_answer(store: Store, method: str, answer: object, wanted: str) -> TypeError:
+    return TypeError(
+        f"{type(store).__name__}.{method}() returned {type(answer).__name__}"
+        f" {answer!r:.60}; a store's {method}() returns {wanted}"
+    )
 
 
 class EntryInfo(t.NamedTuple):
@@ -34,9 +121,10 @@ class Store(abc.ABC):
     """Base class of session stores; see :class:`FileSystemStore`, :class:`RedisStore`.
 
     Methods raise :class:`~flask_picklesession.StoreUnavailable` when the store
-    cannot be reached or written, and
-    :class:`~flask_picklesession.record.CorruptRecord` from :meth:`load` when
-    what is stored under a key is not a record.
+    cannot be reached or written (wrap the driver's errors in it: apps catch
+    that one), and :class:`CorruptRecord` from :meth:`load` when what is
+    stored under a key is not a record. Records are ``bytes``; ttls and
+    expiries are in milliseconds.
     """
 
     #: Whether expired records stay around until :meth:`cleanup` removes them.
@@ -72,7 +160,9 @@ class Store(abc.ABC):
 
         Return the number of entries left (0: the record was deleted), or
         :data:`GONE`, :data:`TOO_LARGE` or :data:`CORRUPT`. A missing record is
-        never created: a deleted session must stay deleted.
+        never created: a deleted session must stay deleted. ``max_size``
+        counts values before compression: :func:`merge_record` does all of
+        this given the current record.
 
         With ``append_limit``, the caller allows the ops (sets and deletes
         only) to be appended to the record as long as it stays within that
@@ -99,7 +189,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def scan(self, prefix: str) -> Iterator[str]:
-        """Yield the keys of live records that start with ``prefix``."""
+        """Yield the keys that start with ``prefix``.
+
+        A store that keeps expired records (:attr:`needs_cleanup`) yields
+        those too, so that :meth:`cleanup` can be given them; callers ask
+        :meth:`info` or :meth:`load` whether a record is live.
+        """
 
     @abc.abstractmethod
     def info(self, key: str) -> EntryInfo | None:
@@ -107,6 +202,9 @@ class Store(abc.ABC):
 
     def cleanup(self, keys: Iterable[str] | None = None) -> int:
         """Remove expired records, of ``keys`` only if given; return how many.
+
+        The ``cleanup`` command passes this app's session keys, as
+        :meth:`scan` found them.
 
         Stores that expire by themselves have nothing to do.
         """

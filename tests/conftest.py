@@ -12,7 +12,7 @@ from flask_picklesession import FileSystemStore, PickleSession, RedisStore, Stor
 
 pytest_plugins = ["tests.redis_servers"]
 
-STORE_KINDS = ["filesystem", "redis"]
+STORE_KINDS = ["filesystem", "redis", "sqlite"]
 
 
 class CountingStore(Store):
@@ -74,6 +74,10 @@ def raw_store(
     """A real, empty store of each kind: a folder, or a flushed redis-server."""
     if store_kind == "filesystem":
         return FileSystemStore(tmp_path / "sessions")
+    if store_kind == "sqlite":
+        from example_app.sqlite_store import SQLiteStore
+
+        return SQLiteStore(str(tmp_path / "sessions.db"))
     return RedisStore(request.getfixturevalue("redis_client"))
 
 

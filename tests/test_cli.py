@@ -37,7 +37,7 @@ if t.TYPE_CHECKING:
     from flask_picklesession.record import Op
     from flask_picklesession.store import EntryInfo
 
-STORES = ["filesystem", "redis"]
+STORES = ["filesystem", "redis", "sqlite"]
 PREFIX = "session:"
 
 #: Values unpickled by :class:`Boom`; must stay empty unless a test allows it.
@@ -84,6 +84,10 @@ def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, t.
             "PICKLESESSION_STORE": "filesystem",
             "PICKLESESSION_FILE_DIR": str(tmp_path / "sessions"),
         }
+    if request.param == "sqlite":  # the README's example of a store of one's own
+        from example_app.sqlite_store import SQLiteStore
+
+        return {"PICKLESESSION_STORE": SQLiteStore(str(tmp_path / "sessions.db"))}
     return {
         "PICKLESESSION_STORE": "redis",
         "PICKLESESSION_REDIS": request.getfixturevalue("redis_client"),
@@ -207,8 +211,8 @@ def test_refuses_an_app_without_secret_key(tmp_path: Path) -> None:
 
 
 def test_reports_a_store_that_is_down(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("not a folder")
     app = build_app({"PICKLESESSION_FILE_DIR": str(tmp_path / "file")})
+    (tmp_path / "file").write_text("not a folder")  # since the app started
     result = run(app, "stats")
     assert result.exit_code == 1
     assert "Error: cannot list the session folder" in result.output
@@ -455,16 +459,17 @@ def test_clear_deletes_sessions_and_nothing_else(app: Flask) -> None:
 def test_clear_with_an_empty_prefix_leaves_redis_alone(
     store_config: dict[str, t.Any],
 ) -> None:
-    """In Redis a foreign key can look like a session id; the session folder
-    holds sessions only, so it can still be cleared."""
+    """In Redis (or a store of one's own) a foreign key can look like a
+    session id; the session folder holds sessions only, so it can still be
+    cleared."""
     app = build_app(store_config, PICKLESESSION_KEY_PREFIX="")
     sid = new_session(app)
     store = store_of(app)
     result = run(app, "clear", "--yes")
-    on_redis = store_config["PICKLESESSION_STORE"] == "redis"
-    assert result.exit_code == (2 if on_redis else 0), result.output
-    assert ("PICKLESESSION_KEY_PREFIX is empty" in result.output) is on_redis
-    assert (store.info(sid) is not None) is on_redis
+    refused = store_config["PICKLESESSION_STORE"] != "filesystem"
+    assert result.exit_code == (2 if refused else 0), result.output
+    assert ("PICKLESESSION_KEY_PREFIX is empty" in result.output) is refused
+    assert (store.info(sid) is not None) is refused
 
 
 def test_clear_with_progress(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:

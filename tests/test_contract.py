@@ -661,6 +661,8 @@ def test_too_large_session_raises_and_keeps_previous(make_app, raw_store):
     with pytest.raises(SessionTooLarge) as info:
         c.get("/set/b/" + noise(2000))
     assert isinstance(info.value, ValueError)
+    assert info.value.largest_key == "b"  # where to look
+    assert "the largest value is session['b']" in str(info.value)
     assert raw_store.load("session:" + sid) == before
     assert c.get("/get/a").data == b"'small'"
 

@@ -650,3 +650,20 @@ def test_plain_data_under_an_allowlist_is_pickled_without_a_check(make_app):
         c.get("/get/cart").data
         == b"[{'sku': 'A', 'qty': 2, 'tags': {'x'}}, (1.5, b'z')]"
     )
+
+
+@pytest.mark.parametrize("key", [42, None, ("a", 1)])
+def test_a_key_that_is_not_a_str_is_named(app, store, key):
+    """Flask's cookie session turns 42 into "42" on the way; a server-side
+    session would then hold two keys for one, so it refuses, saying which."""
+    app.testing = True
+
+    @app.route("/put")
+    def put():
+        flask.session[key] = "v"
+        return "ok"
+
+    c = app.test_client()
+    with pytest.raises(SerializationError, match=re.escape(f"session[{key!r}]")):
+        c.get("/put")
+    assert "create" not in store.reset()
