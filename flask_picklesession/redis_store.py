@@ -276,10 +276,8 @@ class RedisStore(Store):
 
     appends = True
 
-    def __init__(
-        self, client: t.Any, *, _config_name: str = "RedisStore client"
-    ) -> None:
-        check_client(client, _config_name)
+    def __init__(self, client: t.Any) -> None:
+        check_client(client, "RedisStore client")
         self._redis = redis = _redis_module()
         # RedisClusterException is not a RedisError; both mean "unavailable".
         self._client_errors: tuple[type[BaseException], ...] = (

@@ -75,6 +75,11 @@ def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
     serializer = _option(app, overrides, "PICKLESESSION_SERIALIZER")
     _check_serializer(serializer, "PICKLESESSION_SERIALIZER")
     allowlist = _allowlist(_option(app, overrides, "PICKLESESSION_PICKLE_ALLOWLIST"))
+    if allowlist is not None and serializer == "json":
+        logger.warning(
+            "PICKLESESSION_PICKLE_ALLOWLIST is not used: with PICKLESESSION_SERIALIZER"
+            " = 'json' nothing is ever unpickled"
+        )
     store = _store(app, overrides)
     prefix = _option(app, overrides, "PICKLESESSION_KEY_PREFIX")
     _check_prefix(prefix, "PICKLESESSION_KEY_PREFIX")
@@ -167,14 +172,20 @@ def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:
         folder = _option(app, overrides, "PICKLESESSION_FILE_DIR")
         if folder is None:
             folder = os.path.join(app.instance_path, "sessions")
-        if not isinstance(folder, (str, os.PathLike)):
+        if not isinstance(folder, (str, os.PathLike)) or not os.fspath(folder):
             raise ConfigurationError(
-                f"PICKLESESSION_FILE_DIR must be a path, not {folder!r}"
+                f"PICKLESESSION_FILE_DIR must be a folder's path, not {folder!r}"
+                " (unset, it is the app's instance folder + /sessions)"
             )
         _warn_unused_redis(app, overrides, folder)
         # Relative to the directory the app started in, and kept there; a
         # value from an environment file has had no shell to expand "~".
-        return FileSystemStore(os.path.abspath(os.path.expanduser(folder)))
+        folder = os.path.abspath(os.path.expanduser(folder))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ConfigurationError(
+                f"PICKLESESSION_FILE_DIR is {folder!r}, which is a file, not a folder"
+            )
+        return FileSystemStore(folder)
     return _redis_store(app, overrides)
 
 
@@ -219,11 +230,12 @@ def _warn_unused_redis(
 
 
 def _redis_store(app: Flask, overrides: dict[str, t.Any]) -> Store:
-    from .redis_store import RedisStore
+    from .redis_store import RedisStore, check_client
 
     client = _option(app, overrides, "PICKLESESSION_REDIS")
     if client is not None:
-        return RedisStore(client, _config_name="PICKLESESSION_REDIS")
+        check_client(client, "PICKLESESSION_REDIS")  # the error names the key
+        return RedisStore(client)
     url = _option(app, overrides, "PICKLESESSION_REDIS_URL")
     if not isinstance(url, str) or not url:
         raise ConfigurationError("PICKLESESSION_REDIS_URL must be a redis:// URL")

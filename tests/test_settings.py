@@ -30,6 +30,8 @@ BAD = [
     ("PICKLESESSION_PICKLE_ALLOWLIST", "datetime.date"),
     ("PICKLESESSION_PICKLE_ALLOWLIST", ["no_dot"]),
     ("PICKLESESSION_REDIS_URL", ""),
+    ("PICKLESESSION_FILE_DIR", ""),  # not the current folder
+    ("PICKLESESSION_FILE_DIR", 7),
 ]
 
 
@@ -65,6 +67,17 @@ def test_redis_configured_without_the_redis_store_is_logged(
     (record,) = [r for r in caplog.records if r.name == "flask_picklesession"]
     assert key in record.getMessage()
     assert "PICKLESESSION_STORE = 'redis'" in record.getMessage()
+
+
+def test_an_allowlist_in_json_mode_is_logged_as_unused(tmp_path, caplog):
+    app = make(
+        tmp_path,
+        PICKLESESSION_SERIALIZER="json",
+        PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date"],
+    )
+    with caplog.at_level("WARNING", logger="flask_picklesession"):
+        PickleSession(app)
+    assert "PICKLESESSION_PICKLE_ALLOWLIST is not used" in caplog.text
 
 
 ARGUMENT_BAD = [
@@ -108,6 +121,18 @@ def test_a_folder_under_the_home_directory_is_expanded(tmp_path, monkeypatch):
     app = make(tmp_path, PICKLESESSION_FILE_DIR="~/sessions")
     settings = PickleSession(app).settings_for(app)
     assert settings.store.directory == str(tmp_path / "home" / "sessions")
+
+
+def test_a_folder_that_is_a_file_fails_at_init(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    app = make(tmp_path, PICKLESESSION_FILE_DIR=str(tmp_path / "taken"))
+    with pytest.raises(ConfigurationError, match=r"is a file, not a folder"):
+        PickleSession(app)
+
+
+def test_a_store_of_no_folder_is_refused():
+    with pytest.raises(ValueError, match="folder"):
+        FileSystemStore("")
 
 
 def test_defaults(tmp_path):
