@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
 import typing as t
 
@@ -39,7 +38,6 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
-        self._local = threading.local()  # one connection per thread
         with self._transaction() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY,"
@@ -51,20 +49,20 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction holding the write lock; driver errors become
+        """One transaction holding the write lock, on a connection of its
+        own (safe across threads and forked workers); driver errors become
         StoreUnavailable, which apps and the package know to handle."""
         try:
-            db = getattr(self._local, "db", None)
-            if db is None:
-                db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-                self._local.db = db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+            with contextlib.closing(
+                sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            ) as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"session database {self.path}: {exc}") from exc
 

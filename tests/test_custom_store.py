@@ -4,6 +4,7 @@ run beside the built-in stores) and clear errors for a store's mistakes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
@@ -27,7 +28,7 @@ from flask_picklesession.store import (
     Store,
     merge_record,
 )
-from tests.helpers import add_routes, sid_of
+from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -83,7 +84,7 @@ def test_sqlite_example_keeps_sessions_across_store_objects(tmp_path: Path) -> N
     client = _app(SQLiteStore(path)).test_client()
     client.get("/set/user/alice")
     other = _app(SQLiteStore(path)).test_client()  # another worker, same file
-    other.set_cookie("session", client.get_cookie("session").value)
+    put_cookie(other, cookie_value(client))
     assert other.get("/get/user").data == b"'alice'"
 
 
@@ -93,7 +94,7 @@ def test_sqlite_example_cleanup_command_removes_expired_rows(tmp_path: Path) -> 
     live, expired = app.test_client(), app.test_client()
     live.get("/set/a/1")
     expired.get("/set/a/2")
-    with sqlite3.connect(store.path) as db:
+    with contextlib.closing(sqlite3.connect(store.path)) as db, db:
         db.execute(
             "UPDATE sessions SET expires = ? WHERE key = ?",
             (int(time.time() * 1000) - 1, "session:" + sid_of(expired)),
@@ -111,8 +112,6 @@ def test_sqlite_example_reports_a_broken_database_as_unavailable(
     client = _app(store).test_client()
     client.get("/set/a/1")
     (tmp_path / "s.db").write_bytes(b"not a database" * 100)
-    store._local.db.close()
-    del store._local.db
     with pytest.raises(StoreUnavailable, match="session database"):
         client.get("/get/a")
 
