@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-from .codec import CorruptEntry
 from .errors import SessionError
 from .ids import is_valid_sid, short_hash
 from .interface import PickleSession
@@ -27,6 +26,7 @@ from .record import (
     rekey_ops,
 )
 from .store import CORRUPT, GONE, TOO_LARGE, checked_record, checked_result
+from .tags import CorruptEntry
 
 if t.TYPE_CHECKING:
     from flask import Flask

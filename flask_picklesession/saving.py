@@ -13,7 +13,8 @@ import logging
 import typing as t
 
 from .binding import warn_corrupt, warn_refresh_failed
-from .codec import IMMUTABLE_TYPES, STORED_BOOLS, pack, plain_size
+from .codec import IMMUTABLE_TYPES, STORED_BOOLS
+from .compression import pack, plain_size
 from .cookie import make_cookie
 from .errors import SerializationError, SessionTooLarge, StoreUnavailable
 from .ids import short_hash

@@ -21,9 +21,11 @@ from collections.abc import (
 from flask.sessions import SessionMixin
 
 from .binding import warn_corrupt
-from .codec import IMMUTABLE_TYPES, CorruptEntry, unpack
+from .codec import IMMUTABLE_TYPES
+from .compression import unpack
 from .errors import StoreUnavailable
 from .ids import new_sid
+from .tags import CorruptEntry
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator

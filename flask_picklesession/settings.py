@@ -15,13 +15,17 @@ import os
 import re
 import typing as t
 
-from .codec import Codec, make_codec
+from .codec import Codec
 from .errors import ConfigurationError
 from .filesystem import FileSystemStore
+from .json_codec import JSONCodec
 from .keys import KeyRing, keyring_cache
+from .pickle_codec import PickleCodec
 from .store import Store
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from flask import Flask
 
 #: Defaults of the ``PICKLESESSION_*`` keys (the file folder depends on the app).
@@ -92,6 +96,15 @@ def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
     _check_max_size(max_size, "PICKLESESSION_MAX_SIZE")
     codec = make_codec(serializer, allowlist)
     return Settings(store, codec, prefix, max_size, source)
+
+
+def make_codec(name: str, allowlist: Iterable[str] | None = None) -> Codec:
+    """Return the codec for a ``PICKLESESSION_SERIALIZER`` value."""
+    if name == "pickle":
+        return PickleCodec(allowlist)
+    if name == "json":
+        return JSONCodec()
+    raise ValueError(name)
 
 
 #: Constructor arguments, by the config key each stands for.

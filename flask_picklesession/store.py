@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import typing as t
 
-from .codec import serialized_size
+from .compression import serialized_size
 from .record import (
     OP_DELETE,
     OP_SET,

@@ -24,9 +24,9 @@ from flask import Flask, request, session
 from flask_picklesession import PickleSession, Store
 from flask_picklesession import cli as cli_module
 from flask_picklesession.cli import picklesession_cli
-from flask_picklesession.codec import PickleCodec
 from flask_picklesession.ids import new_sid, short_hash
 from flask_picklesession.keys import KeyRing
+from flask_picklesession.pickle_codec import PickleCodec
 from flask_picklesession.record import OP_SET, build, open_entries, parse_raw, seal
 from tests.helpers import sid_of
 

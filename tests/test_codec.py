@@ -17,17 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import Markup
 
-from flask_picklesession import codec as codec_module
-from flask_picklesession.codec import (
-    CorruptEntry,
-    JSONCodec,
-    PickleCodec,
-    make_codec,
-    plain_size,
-    unpack,
-)
+from flask_picklesession import compression, pickle_codec, tagged_json
+from flask_picklesession.compression import plain_size, unpack
 from flask_picklesession.errors import SerializationError
+from flask_picklesession.json_codec import JSONCodec
+from flask_picklesession.pickle_codec import PickleCodec
 from flask_picklesession.record import CorruptRecord, Entry, encode_varint, read_varint
+from flask_picklesession.settings import make_codec
+from flask_picklesession.tags import CorruptEntry
 
 NATIVES = [
     "",
@@ -251,13 +248,13 @@ def test_allowlist_guard_walks_each_foreign_pickle_once(monkeypatch):
     """The walk costs about a pure-Python unpickle: a value is walked once
     per process, and not at all by the process that pickled it."""
     walked = []
-    real = codec_module.check_no_shared_object_changed
+    real = pickle_codec.check_no_shared_object_changed
 
     def counting(body, resolve):
         walked.append(body)
         real(body, resolve)
 
-    monkeypatch.setattr(codec_module, "check_no_shared_object_changed", counting)
+    monkeypatch.setattr(pickle_codec, "check_no_shared_object_changed", counting)
     writer = PickleCodec([f"{__name__}.Holder"])
     data = writer.encode("k", Holder([1, 2]))
     assert writer.decode(data).held == [1, 2] and walked == []
@@ -446,7 +443,7 @@ def test_bad_compressed_values_are_corrupt(stored):
 
 
 def test_a_compressed_bomb_is_refused_before_expanding(monkeypatch):
-    monkeypatch.setattr(codec_module, "MAX_PLAIN_SIZE", 1000)
+    monkeypatch.setattr(compression, "MAX_PLAIN_SIZE", 1000)
     honest = _compressed(b"Z", b"s" + b"\0" * 10**6)
     with pytest.raises(CorruptEntry, match="claims 1000001 bytes"):
         PickleCodec().decode(honest)
@@ -459,14 +456,14 @@ def test_a_compressed_bomb_is_refused_before_expanding(monkeypatch):
 def inflations(monkeypatch):
     """Each call that really inflated a value, with an empty memo to start."""
     calls = []
-    real = codec_module._inflate
+    real = compression._inflate
 
     def spy(data, tag):
         calls.append(data)
         return real(data, tag)
 
-    monkeypatch.setattr(codec_module, "_inflate", spy)
-    monkeypatch.setattr(codec_module, "_inflated", {})
+    monkeypatch.setattr(compression, "_inflate", spy)
+    monkeypatch.setattr(compression, "_inflated", {})
     return calls
 
 
@@ -479,22 +476,22 @@ def test_a_small_compressed_value_read_again_is_inflated_once(inflations):
 
 
 def test_large_or_corrupt_values_are_never_remembered(inflations, monkeypatch):
-    monkeypatch.setattr(codec_module, "INFLATED_MEMO_MAX", 100)
+    monkeypatch.setattr(compression, "INFLATED_MEMO_MAX", 100)
     roomy = PickleCodec().encode("k", "x" * 500)  # 500 bytes from a few
     bad = b"Z" + zlib.compress(b"s" + b"x" * 200)[:-5]
     for _ in range(2):
         unpack(roomy)
         with pytest.raises(CorruptEntry):
             unpack(bad)
-    assert inflations == [roomy, bad] * 2 and codec_module._inflated == {}
+    assert inflations == [roomy, bad] * 2 and compression._inflated == {}
 
 
 def test_the_inflation_memo_is_bounded(inflations, monkeypatch):
-    monkeypatch.setattr(codec_module, "INFLATED_MEMO_SIZE", 4)
+    monkeypatch.setattr(compression, "INFLATED_MEMO_SIZE", 4)
     values = [PickleCodec().encode("k", f"{i} " + "y" * 300) for i in range(10)]
     for stored in values:
         unpack(stored)
-    assert 0 < len(codec_module._inflated) <= 4
+    assert 0 < len(compression._inflated) <= 4
     assert [PickleCodec().decode(v) for v in values] == [
         f"{i} " + "y" * 300 for i in range(10)
     ]
@@ -522,6 +519,6 @@ def test_the_inflation_memo_is_bounded(inflations, monkeypatch):
 )
 def test_json_fast_tagging_matches_flask(value):
     """The fast path writes exactly what Flask's tagger writes."""
-    assert codec_module._tag(value) == codec_module._JSON_TAGGER.tag(value)
-    text = json.dumps(codec_module._tag(value))
-    assert codec_module._load_json(text) == codec_module._JSON_TAGGER.loads(text)
+    assert tagged_json._tag(value) == tagged_json._JSON_TAGGER.tag(value)
+    text = json.dumps(tagged_json._tag(value))
+    assert tagged_json.load_json(text) == tagged_json._JSON_TAGGER.loads(text)

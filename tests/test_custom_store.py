@@ -16,7 +16,7 @@ import pytest
 from example_app.sqlite_store import SQLiteStore
 from flask_picklesession import PickleSession, SessionTooLarge, StoreUnavailable
 from flask_picklesession.cli import picklesession_cli
-from flask_picklesession.codec import pack
+from flask_picklesession.compression import pack
 from flask_picklesession.keys import MAC_SIZE
 from flask_picklesession.record import build, parse_raw
 from flask_picklesession.store import (

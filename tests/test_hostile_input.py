@@ -565,7 +565,7 @@ def test_harness_round_trips_and_detects_foreign_pickles(raw_store):
     assert not is_right_or_empty({"user": "mallory"}, victim.original)
     spy = UnpickleSpy()
     with spy.active():
-        from flask_picklesession.codec import PickleCodec
+        from flask_picklesession.pickle_codec import PickleCodec
 
         PickleCodec().decode(b"p" + b"\x80\x05K\x01.")
     assert spy.foreign(victim.store.app_pickles) == [b"\x80\x05K\x01."]

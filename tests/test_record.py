@@ -235,7 +235,7 @@ def test_measured_entry_sizes_add_up_to_the_record(values):
     """What a save measures of the loaded entries is what the compact record
     really takes, and what the filesystem store's merge counts against the
     size limit."""
-    from flask_picklesession.codec import serialized_size
+    from flask_picklesession.compression import serialized_size
     from flask_picklesession.saving import _measure
 
     ring = KeyRing("k")

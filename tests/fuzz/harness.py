@@ -7,7 +7,7 @@
   pickled value the *app* wrote through it (the harness writes hostile bytes
   into the inner store directly, so those are never remembered);
 * :class:`UnpickleSpy`, which records every input handed to ``pickle.loads``
-  and to the allowlist unpickler in :mod:`flask_picklesession.codec`;
+  and to the allowlist unpickler in :mod:`flask_picklesession.pickle_codec`;
 * record surgery: parse a record into entries, rebuild it with forged
   declared lengths, and apply edit programs (structural and byte-level).
 
@@ -24,9 +24,8 @@ import typing as t
 
 import flask
 
-from flask_picklesession import PickleSession, Store
-from flask_picklesession import codec as codec_module
-from flask_picklesession.codec import CorruptEntry, unpack
+from flask_picklesession import PickleSession, Store, pickle_codec
+from flask_picklesession.compression import unpack
 from flask_picklesession.record import (
     OP_SET,
     OP_SET_IF_MAC,
@@ -36,6 +35,7 @@ from flask_picklesession.record import (
     encode_varint,
 )
 from flask_picklesession.store import CORRUPT, GONE, TOO_LARGE, EntryInfo
+from flask_picklesession.tags import CorruptEntry
 
 MAC_SIZE = 16
 TTL_MS = 600_000
@@ -307,10 +307,10 @@ class UnpickleSpy:
     def active(self) -> t.Iterator[UnpickleSpy]:
         calls = self.calls
         real_loads = pickle.loads
-        unpickler = codec_module._AllowlistUnpickler
+        unpickler = pickle_codec._AllowlistUnpickler
         had_init = "__init__" in unpickler.__dict__
         old_init = unpickler.__dict__.get("__init__")
-        old_module = codec_module.pickle
+        old_module = pickle_codec.pickle
 
         def spy_loads(data: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
             calls.append(bytes(data))
@@ -324,13 +324,13 @@ class UnpickleSpy:
             calls.append(file.getvalue())
             pickle.Unpickler.__init__(self, file, *args, **kwargs)
 
-        codec_module.pickle = _PickleProxy(calls, real_loads)  # type: ignore[assignment]
+        pickle_codec.pickle = _PickleProxy(calls, real_loads)  # type: ignore[assignment]
         pickle.loads = spy_loads
         unpickler.__init__ = spy_init  # type: ignore[method-assign]
         try:
             yield self
         finally:
-            codec_module.pickle = old_module
+            pickle_codec.pickle = old_module
             pickle.loads = real_loads
             if had_init:
                 unpickler.__init__ = old_init  # type: ignore[method-assign]
