@@ -10,10 +10,11 @@ from datetime import timezone
 from flask.sessions import SessionInterface
 
 from .binding import Binding
+from .changes import pending_changes
 from .cookie import raw_cookie
 from .headers import CookieOptions, set_session_cookie, vary_on_cookie
 from .keys import normalize_fallbacks
-from .saving import pending_changes, save
+from .saving import save
 from .session import ServerSession
 from .settings import build_settings, check_arguments, config_source
 

@@ -63,7 +63,7 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     #: Id this session had before :meth:`regenerate`, to delete on save.
     _replaced_sid: str | None = None
     #: ``permanent`` as last set to the value it already had: given to a
-    #: new session if the stored one is gone (see :mod:`.saving`).
+    #: new session if the stored one is gone (see :mod:`.writing`).
     _permanent_set = False
     #: ``permanent`` was set to the value it had, which in Flask marks the
     #: session modified and so renews the cookie: the expiry is renewed.

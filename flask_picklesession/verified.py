@@ -63,7 +63,7 @@ def verified_cookie(ring: KeyRing, value: str | None) -> CookieRef | None:
 
 
 #: ``(stored bytes, serialized bytes, {key: (stored, serialized)})`` of a
-#: record's live entries, as a save measures them (see :mod:`.saving`).
+#: record's live entries, as a save measures them (see :mod:`.sizes`).
 Sizes = tuple[int, int, dict[str, tuple[int, int]]]
 
 

@@ -236,7 +236,7 @@ def test_measured_entry_sizes_add_up_to_the_record(values):
     really takes, and what the filesystem store's merge counts against the
     size limit."""
     from flask_picklesession.compression import serialized_size
-    from flask_picklesession.saving import _measure
+    from flask_picklesession.sizes import measure
 
     ring = KeyRing("k")
     record = build(
@@ -244,7 +244,7 @@ def test_measured_entry_sizes_add_up_to_the_record(values):
     )
     entries, _ = open_record(ring, SID, record)
     loaded = {key: entry.value for key, entry in entries.items()}
-    assert _measure(loaded)[:2] == (len(record), serialized_size(parse_raw(record)))
+    assert measure(loaded)[:2] == (len(record), serialized_size(parse_raw(record)))
 
 
 _values = st.dictionaries(
@@ -258,8 +258,9 @@ _values = st.dictionaries(
 def test_sizes_after_a_save_are_measured_from_the_changes_alone(loaded, sets, deletes):
     """Updating the loaded sizes with a save's changes gives what measuring
     the whole session after it would."""
-    from flask_picklesession.saving import _changed_sizes, _measure, _with_changes
+    from flask_picklesession.regenerating import _with_changes
+    from flask_picklesession.sizes import _changed_sizes, measure
 
     deletes -= set(sets)
     after = _with_changes(dict(loaded), sets, deletes)
-    assert _changed_sizes(_measure(loaded), sets, deletes) == _measure(after)
+    assert _changed_sizes(measure(loaded), sets, deletes) == measure(after)

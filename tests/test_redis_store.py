@@ -23,6 +23,7 @@ from flask_picklesession import (
     RedisStore,
     StoreUnavailable,
 )
+from flask_picklesession.appending import APPEND_SLACK_MAX
 from flask_picklesession.cookie import make_cookie
 from flask_picklesession.ids import new_sid
 from flask_picklesession.keys import KeyRing
@@ -33,7 +34,6 @@ from flask_picklesession.record import (
     apply_ops,
     build,
 )
-from flask_picklesession.saving import APPEND_SLACK_MAX
 from tests.helpers import add_routes, cookie_value, noise, put_cookie, sid_of
 from tests.redis_servers import command_counter
 

@@ -88,16 +88,18 @@ def test_records_this_process_wrote_are_not_verified_again(app, store, verificat
 def test_writes_to_a_remembered_record_measure_only_their_changes(
     app, store, monkeypatch
 ):
-    from flask_picklesession import saving
+    from flask_picklesession import sizes, writing
 
     measured = []
-    real_measure = saving._measure
+    real_measure = sizes.measure
 
     def measure(values):
         measured.append(sorted(values))
         return real_measure(values)
 
-    monkeypatch.setattr(saving, "_measure", measure)
+    # Replaced where it is called: at create, and when a load is measured.
+    monkeypatch.setattr(sizes, "measure", measure)
+    monkeypatch.setattr(writing, "measure", measure)
     _add_counter(app)
     c = app.test_client()
     # Names longer than one byte: a new key whose bytes occur by chance in

@@ -40,17 +40,22 @@ import atheris  # noqa: E402
 
 with atheris.instrument_imports(include=["flask_picklesession"]):
     import flask_picklesession
+    import flask_picklesession.appending
     import flask_picklesession.binding
+    import flask_picklesession.changes
     import flask_picklesession.codec
     import flask_picklesession.compression
     import flask_picklesession.cookie
     import flask_picklesession.json_codec
     import flask_picklesession.pickle_codec
     import flask_picklesession.record
+    import flask_picklesession.regenerating
     import flask_picklesession.saving
     import flask_picklesession.session
+    import flask_picklesession.sizes
     import flask_picklesession.tagged_json
-    import flask_picklesession.tags  # noqa: F401
+    import flask_picklesession.tags
+    import flask_picklesession.writing  # noqa: F401
 
 from tests.fuzz.harness import (  # noqa: E402
     MODES,
