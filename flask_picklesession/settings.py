@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import logging
 import os
 import re
+import sys
 import typing as t
 
 from .codec import Codec
@@ -84,6 +86,8 @@ def build_settings(app: Flask, overrides: dict[str, t.Any]) -> Settings:
             "PICKLESESSION_PICKLE_ALLOWLIST is not used: with PICKLESESSION_SERIALIZER"
             " = 'json' nothing is ever unpickled"
         )
+    elif allowlist:
+        _warn_unknown_modules(allowlist)
     store = _store(app, overrides)
     prefix = _option(app, overrides, "PICKLESESSION_KEY_PREFIX")
     _check_prefix(prefix, "PICKLESESSION_KEY_PREFIX")
@@ -174,6 +178,19 @@ def _allowlist(
             f"{name} entries must look like 'module.Name': {bad!r}"
         )
     return t.cast("frozenset[str]", names)
+
+
+def _warn_unknown_modules(allowlist: frozenset[str]) -> None:
+    """A misspelt module in the allowlist would otherwise show only as
+    sessions read empty. Top-level modules only: finding those imports
+    nothing."""
+    for top in sorted({name.partition(".")[0] for name in allowlist}):
+        if top not in sys.modules and importlib.util.find_spec(top) is None:
+            logger.warning(
+                "PICKLESESSION_PICKLE_ALLOWLIST names module %r, which cannot"
+                " be found: a misspelling?",
+                top,
+            )
 
 
 def _store(app: Flask, overrides: dict[str, t.Any]) -> Store:

@@ -80,6 +80,17 @@ def test_an_allowlist_in_json_mode_is_logged_as_unused(tmp_path, caplog):
     assert "PICKLESESSION_PICKLE_ALLOWLIST is not used" in caplog.text
 
 
+def test_an_allowlisted_module_that_cannot_be_found_is_logged(tmp_path, caplog):
+    app = make(
+        tmp_path,
+        PICKLESESSION_PICKLE_ALLOWLIST=["datetime.date", "shop_modles.Cart"],
+    )
+    with caplog.at_level("WARNING", logger="flask_picklesession"):
+        PickleSession(app)
+    assert "'shop_modles', which cannot be found" in caplog.text
+    assert "datetime" not in caplog.text
+
+
 ARGUMENT_BAD = [
     ("store", "memcached"),
     ("serializer", "yaml"),
