@@ -7,11 +7,13 @@ the way, the old record is left as it was and the new one is not left behind.
 from __future__ import annotations
 
 import contextlib
+import logging
 import typing as t
 
 from .binding import warn_corrupt
 from .changes import encode_key
-from .errors import SessionTooLarge, StoreUnavailable
+from .errors import StoreUnavailable
+from .ids import short_hash
 from .record import OP_DELETE, OP_SET, CorruptRecord, open_entries, parse_raw
 from .store import TOO_LARGE, checked_record, checked_result
 from .writing import DELETE, CookieUpdate, create, log_dropped, sealed_values
@@ -22,6 +24,12 @@ if t.TYPE_CHECKING:
     from .record import Entry, Op
     from .session import ServerSession
     from .store import Store
+
+logger = logging.getLogger("flask_picklesession")
+
+#: The limit a move of changes made meanwhile is given: no limit but the
+#: store's own (see :func:`_move_changes_made_meanwhile`).
+MAX_RECORD = 1 << 62
 
 
 def save_regenerated(
@@ -60,8 +68,9 @@ def save_regenerated(
         try:
             _move_changes_made_meanwhile(session, taken, moved, sets, deletes)
         except BaseException:
-            # Undone, as if this request had not run: the old record back
-            # as taken, and the copy no cookie will point to gone.
+            # The store failed: undone, as if this request had not run, the
+            # old record back as taken and the copy no cookie will point to
+            # gone (best effort: the store may be down for these too).
             with contextlib.suppress(StoreUnavailable):
                 b.store.create(old_key, taken, b.ttl)
             with contextlib.suppress(StoreUnavailable):
@@ -78,7 +87,13 @@ def _move_changes_made_meanwhile(
     deletes: set[str],
 ) -> None:
     """Merge into the new record what another request changed in the old
-    one while this request ran; refuse, as a save would, what cannot fit."""
+    one while this request ran.
+
+    Kept even if the two together pass the size limit, with a warning:
+    the other request was told its change is saved, and refusing the move
+    would mean putting the old record back, over whatever a third request
+    did to the old id meanwhile (a logout's delete, a write it dropped).
+    """
     b = session._binding
     values = _moved_values(session, taken, sets, deletes)
     ops: list[Op] = [
@@ -87,11 +102,19 @@ def _move_changes_made_meanwhile(
     ]
     gone = set(moved) - set(values)
     ops += [(OP_DELETE, encode_key(key), b"") for key in gone]
+    new_key = b.key(session._id())
     result = checked_result(
-        b.store, "patch", b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, 0)
+        b.store, "patch", b.store.patch(new_key, ops, b.ttl, b.max_size, 0)
     )
     if result == TOO_LARGE:
-        raise SessionTooLarge(None, b.max_size)
+        logger.warning(
+            "session %s is over PICKLESESSION_MAX_SIZE with a change made while"
+            " it was regenerated; kept whole rather than lose that change",
+            short_hash(session._id()),
+        )
+        result = checked_result(
+            b.store, "patch", b.store.patch(new_key, ops, b.ttl, MAX_RECORD, 0)
+        )
     if result < 0:
         raise StoreUnavailable("the new record of a regenerated session was lost")
 

@@ -579,9 +579,11 @@ def test_a_regenerate_that_fails_after_taking_the_old_record_undoes_itself(
     tmp_path, failure
 ):
     """Another request changed the session while a login ran: merging that
-    change into the new record can still fail (too large, a store gone).
-    The login then fails, and the session is as it was, under its old id,
-    with the other request's change, and no copy is left behind."""
+    change into the new record can still fail (a store gone). The login then
+    fails, and the session is as it was, under its old id, with the other
+    request's change, and no copy is left behind. The two changes together
+    too large for the limit are kept, with a warning: refusing would mean
+    putting the old record back over what a logout did meanwhile."""
     from flask_picklesession import FileSystemStore
 
     class MeanwhileStore(FileSystemStore):
@@ -627,6 +629,16 @@ def test_a_regenerate_that_fails_after_taking_the_old_record_undoes_itself(
         store.taken = True
 
     store.meanwhile = concurrent_change
+    if failure == "too large":
+        old_cookie = cookie_value(c)
+        assert c.get("/login").status_code == 200
+        assert cookie_value(c) != old_cookie
+        dump = ast.literal_eval(c.get("/dump").data.decode())
+        assert sorted(k for k, _ in dump) == ["a", "b", "user"]
+        put_cookie(other, old_cookie)
+        assert other.get("/dump").data == b"[]"  # the old id is gone
+        assert len(list(store.scan("session:"))) == 1
+        return
     assert c.get("/login").status_code == 500
     dump = ast.literal_eval(c.get("/dump").data.decode())  # the old cookie works
     keys = [k for k, _ in dump]
