@@ -98,7 +98,7 @@ class SQLiteStore(Store):
         ops: Sequence[Op],
         ttl: int,
         max_size: int,
-        append_limit: int = 0,
+        loaded: bytes | None = None,  # an offer to append; taken by no SQL
     ) -> int:
         with self._transaction() as db:
             merged = merge_record(self._live(db, key), ops, max_size)

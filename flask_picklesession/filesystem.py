@@ -398,7 +398,7 @@ class FileSystemStore(Store):
         ops: Sequence[Op],
         ttl: int,
         max_size: int,
-        append_limit: int = 0,
+        loaded: bytes | None = None,
     ) -> int:
         """Read, merge and replace under the lock (always a compact rewrite)."""
         with self._locked(key):

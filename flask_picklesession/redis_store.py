@@ -120,12 +120,15 @@ return count
 #: APPEND comes first: Redis refuses a script for lack of memory only at its
 #: first write, and PEXPIRE is not one it refuses, so behind it the APPEND
 #: would pass a full server's memory limit.
-#: ARGV: ttl in ms, the size the record may reach, the bytes to append.
-#: Returns 1, or -1 (gone, or moved: see :data:`TAKE_SCRIPT`), -3 (not a
-#: record of this format: appending would bury the save where no load finds
-#: it) or -4: the record would grow past the limit, so the caller merges
-#: (and so compacts) instead. On Redis 7 and later an ACL user refused
-#: PEXPIRE is refused before the APPEND: a save that raises is never half done.
+#: ARGV: ttl in ms, the length and last bytes of the record as the caller
+#: loaded it, the bytes to append. Returns 1, or -1 (gone, or moved: see
+#: :data:`TAKE_SCRIPT`), -3 (not a record of this format: appending would
+#: bury the save where no load finds it) or -4: the record is no longer the
+#: one loaded, whose size the caller checked the append against (another
+#: save grew it meanwhile, by any amount before compression), so the
+#: caller merges instead, which checks the whole record. On Redis 7 and
+#: later an ACL user refused PEXPIRE is refused before the APPEND: a save
+#: that raises is never half done.
 APPEND_SCRIPT = """
 local size = redis.pcall('STRLEN', KEYS[1])
 if type(size) == 'table' and size.err then return -3 end
@@ -133,16 +136,21 @@ if size == 0 then return -1 end
 local version = redis.call('GETRANGE', KEYS[1], 0, 0)
 if version == string.char(0) then return -1 end
 if version ~= string.char(1) then return -3 end
-if size + #ARGV[3] > tonumber(ARGV[2]) then return -4 end
+if size ~= tonumber(ARGV[2]) then return -4 end
+if redis.call('GETRANGE', KEYS[1], -#ARGV[3], -1) ~= ARGV[3] then return -4 end
 if redis.acl_check_cmd and not redis.acl_check_cmd('PEXPIRE', KEYS[1], ARGV[1]) then
   return redis.error_reply('NOPERM this user has no permissions to run PEXPIRE')
 end
-redis.call('APPEND', KEYS[1], ARGV[3])
+redis.call('APPEND', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 #: :data:`APPEND_SCRIPT`'s answer when the record must be rewritten instead.
 _NEEDS_REWRITE = -4
+#: Last bytes of the loaded record that an append compares, beside its
+#: length: the end of its last value, which a save that rewrote the record
+#: meanwhile would almost always have changed or moved.
+_TAIL = 32
 
 #: Takes a record away, to move it to a new id, so that a second run of the
 #: same call gets it too. GETDEL could not: when redis-py resends it after
@@ -355,18 +363,18 @@ class RedisStore(Store):
         ops: Sequence[Op],
         ttl: int,
         max_size: int,
-        append_limit: int = 0,
+        loaded: bytes | None = None,
     ) -> int:
-        """Append the ops when allowed and small enough, else merge in Lua.
+        """Append the ops when offered and the record is still the loaded
+        one, else merge in Lua.
 
         Appending costs Redis time in proportion to the change; the merge
         script reads and rewrites the whole record, which also compacts it.
         """
         with self._errors("save a session"):
-            if append_limit > 0:
-                result = self._run(
-                    APPEND_SCRIPT, self._append, key, [ttl, append_limit, appendix(ops)]
-                )
+            if loaded:
+                offer = [ttl, len(loaded), loaded[-_TAIL:], appendix(ops)]
+                result = self._run(APPEND_SCRIPT, self._append, key, offer)
                 if result != _NEEDS_REWRITE:
                     return 1 if result > 0 else result
             args: list[t.Any] = [ttl, max_size]

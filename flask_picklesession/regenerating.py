@@ -104,7 +104,7 @@ def _move_changes_made_meanwhile(
     ops += [(OP_DELETE, encode_key(key), b"") for key in gone]
     new_key = b.key(session._id())
     result = checked_result(
-        b.store, "patch", b.store.patch(new_key, ops, b.ttl, b.max_size, 0)
+        b.store, "patch", b.store.patch(new_key, ops, b.ttl, b.max_size)
     )
     if result == TOO_LARGE:
         logger.warning(
@@ -113,7 +113,7 @@ def _move_changes_made_meanwhile(
             short_hash(session._id()),
         )
         result = checked_result(
-            b.store, "patch", b.store.patch(new_key, ops, b.ttl, MAX_RECORD, 0)
+            b.store, "patch", b.store.patch(new_key, ops, b.ttl, MAX_RECORD)
         )
     if result < 0:
         raise StoreUnavailable("the new record of a regenerated session was lost")

@@ -129,9 +129,9 @@ class Store(abc.ABC):
 
     #: Whether expired records stay around until :meth:`cleanup` removes them.
     needs_cleanup: t.ClassVar[bool] = False
-    #: Whether :meth:`patch` takes up every ``append_limit`` offer it can, by
-    #: appending :func:`.record.appendix` of the ops while the record stays
-    #: within the limit. The package then knows the bytes it stored, and
+    #: Whether :meth:`patch` takes up every ``loaded`` offer it can, by
+    #: appending :func:`.record.appendix` of the ops to the record when it
+    #: is still the one loaded. The package then knows the bytes it stored, and
     #: remembers them as verified for the session's next request.
     appends: t.ClassVar[bool] = False
 
@@ -154,7 +154,7 @@ class Store(abc.ABC):
         ops: Sequence[Op],
         ttl: int,
         max_size: int,
-        append_limit: int = 0,
+        loaded: bytes | None = None,
     ) -> int:
         """Merge ``ops`` into the record atomically and reset its expiry.
 
@@ -164,10 +164,12 @@ class Store(abc.ABC):
         counts values before compression: :func:`merge_record` does all of
         this given the current record.
 
-        With ``append_limit``, the caller allows the ops (sets and deletes
-        only) to be appended to the record as long as it stays within that
-        many bytes; a store may then return any positive number, and may
-        ignore the offer and rewrite.
+        With ``loaded`` (the record as the caller read it), the caller allows
+        the ops (sets and deletes only) to be appended, having checked that
+        the result fits: only onto that same record, then, for a record
+        another request changed meanwhile may be larger than the caller
+        knows (compare at least its length and last bytes). A store may then
+        return any positive number, and may ignore the offer and rewrite.
         """
 
     @abc.abstractmethod

@@ -153,7 +153,8 @@ def patch(
         ops += rekey_ops(b.ring, session._id(), entries, stale)
     sizes = patched_sizes(session, sets, deletes)
     limit = append_limit(session, ops, sizes[0])
-    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, limit)
+    loaded = b.loaded_record if limit else None
+    result = b.store.patch(b.key(session._id()), ops, b.ttl, b.max_size, loaded)
     if type(result) is not int:
         result = checked_result(b.store, "patch", result)
     if result > 0:

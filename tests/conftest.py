@@ -34,8 +34,8 @@ class CountingStore(Store):
     def create(self, key, record, ttl):  # type: ignore[no-untyped-def]
         return self._call("create", key, record, ttl)
 
-    def patch(self, key, ops, ttl, max_size, append_limit=0):  # type: ignore[no-untyped-def]
-        return self._call("patch", key, ops, ttl, max_size, append_limit)
+    def patch(self, key, ops, ttl, max_size, loaded=None):  # type: ignore[no-untyped-def]
+        return self._call("patch", key, ops, ttl, max_size, loaded)
 
     def touch(self, key, ttl):  # type: ignore[no-untyped-def]
         return self._call("touch", key, ttl)

@@ -588,9 +588,9 @@ class RacingStore(Store):
         ops: Sequence[Op],
         ttl: int,
         max_size: int,
-        append_limit: int = 0,
+        loaded: bytes | None = None,
     ) -> int:
-        return self.inner.patch(key, ops, ttl, max_size, append_limit)
+        return self.inner.patch(key, ops, ttl, max_size, loaded)
 
     def touch(self, key: str, ttl: int) -> bool:
         return self.inner.touch(key, ttl)

@@ -24,16 +24,19 @@ from flask_picklesession import (
     StoreUnavailable,
 )
 from flask_picklesession.appending import APPEND_SLACK_MAX
+from flask_picklesession.compression import pack
 from flask_picklesession.cookie import make_cookie
 from flask_picklesession.ids import new_sid
-from flask_picklesession.keys import KeyRing
+from flask_picklesession.keys import MAC_SIZE, KeyRing
 from flask_picklesession.record import (
     OP_DELETE,
     OP_SET,
     OP_SET_IF_MAC,
     apply_ops,
     build,
+    parse_raw,
 )
+from flask_picklesession.store import TOO_LARGE
 from tests.helpers import add_routes, cookie_value, noise, put_cookie, sid_of
 from tests.redis_servers import command_counter
 
@@ -137,7 +140,8 @@ def test_round_trips_per_request_type(bump_app, redis_client):
     assert counter.counts == {
         "evalsha": 1,
         "strlen": 1,
-        "getrange": 1,  # not a marker of a session being moved
+        # not a marker of a session being moved; still the record loaded
+        "getrange": 2,
         "append": 1,
         "pexpire": 1,
     }
@@ -478,8 +482,27 @@ def test_append_to_a_record_of_another_format_is_corrupt(redis_client, stored):
     and be lost: it is refused as corrupt, and the caller starts anew."""
     store = RedisStore(redis_client)
     redis_client.set("k", stored)
-    assert store.patch("k", [(OP_SET, b"b", b"N" * 16)], 60_000, 100, 1000) == -3
+    assert store.patch("k", [(OP_SET, b"b", b"N" * 16)], 60_000, 100, stored) == -3
     assert redis_client.get("k") == stored
+
+
+def test_an_append_onto_a_record_changed_meanwhile_checks_the_whole_limit(
+    redis_client,
+):
+    """Two saves that loaded the same record each fit the limit alone; the
+    first appends. The second may not append too, for the record is no
+    longer the one it measured (its 150,000 characters compress to a few
+    hundred bytes): it is merged, and refused as too large."""
+    store = RedisStore(redis_client)
+    mac = b"m" * MAC_SIZE
+    loaded = build({b"x": mac + b"s" + b"0" * 4000})
+    redis_client.set("k", loaded)
+    big = pack(b"s" + b"y" * 150_000)
+    assert len(big) < 1000
+    assert store.patch("k", [(OP_SET, b"a", mac + big)], 60_000, 262_144, loaded) > 0
+    second = [(OP_SET, b"b", mac + big)]
+    assert store.patch("k", second, 60_000, 262_144, loaded) == TOO_LARGE
+    assert set(parse_raw(redis_client.get("k"))) == {b"x", b"a"}
 
 
 def test_appended_saves_are_compacted(tmp_path, redis_client):
@@ -699,7 +722,7 @@ def test_a_moved_marker_reads_as_gone(redis_client):
     assert 0 < redis_client.pttl(key) <= 60_000
     ops = [(OP_SET, b"b", os.urandom(16) + b"\x01y")]
     assert store.patch(key, ops, 60_000, 1 << 20) == -1
-    assert store.patch(key, ops, 60_000, 1 << 20, append_limit=1 << 20) == -1
+    assert store.patch(key, ops, 60_000, 1 << 20, loaded=record) == -1
     assert redis_client.get(key) == b"\x00" + b"t" * 16 + record
 
 

@@ -200,13 +200,13 @@ class RecordingStore(Store):
         self.app_pickles |= pickled_bodies_of_record(record)
         return self.inner.create(key, record, ttl)
 
-    def patch(self, key, ops, ttl, max_size, append_limit=0):  # type: ignore[no-untyped-def]
+    def patch(self, key, ops, ttl, max_size, loaded=None):  # type: ignore[no-untyped-def]
         self._count("patch")
         for op, _key, payload in ops:
             value = payload[MAC_SIZE:] if op == OP_SET else payload[2 * MAC_SIZE :]
             if op in (OP_SET, OP_SET_IF_MAC):
                 self.app_pickles |= pickled_body(value)
-        return self.inner.patch(key, ops, ttl, max_size, append_limit)
+        return self.inner.patch(key, ops, ttl, max_size, loaded)
 
     def touch(self, key, ttl):  # type: ignore[no-untyped-def]
         self._count("touch")
@@ -242,7 +242,7 @@ class MemoryStore(Store):
         self.data[key] = record
         return True
 
-    def patch(self, key, ops, ttl, max_size, append_limit=0):  # type: ignore[no-untyped-def]
+    def patch(self, key, ops, ttl, max_size, loaded=None):  # type: ignore[no-untyped-def]
         try:
             entries = apply_ops(self.data.get(key), ops)
         except CorruptRecord:
