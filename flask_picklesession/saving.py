@@ -46,6 +46,8 @@ def save(session: ServerSession) -> CookieUpdate | None:
         return None  # untouched: not even the cookie's signature is checked
     if session._cleared:
         return _save_cleared(session)
+    if session._permanent_unchecked is not None:
+        _settle_permanent(session, session._permanent_unchecked)
     sets, deletes = pending_changes(session)
     if session._replaced_sid is not None:
         return save_regenerated(session, sets, deletes)
@@ -62,6 +64,25 @@ def save(session: ServerSession) -> CookieUpdate | None:
     if not session._exists or session._binding.cookie is None:
         return create(session, sets)
     return patch(session, sets, deletes)
+
+
+def _settle_permanent(session: ServerSession, value: bool) -> None:
+    """``permanent`` was set to the cookie's flag before the session was read.
+
+    Another request may have changed the stored flag since; this request's
+    assignment is the later one, so it wins, as for any key. Checked when
+    the save reads the session anyway (the view read it, or it writes);
+    a request that only sets the flag trusts the cookie, sparing the round
+    trip that apps setting it on every request would otherwise pay.
+    """
+    if session._entries is None:
+        if not (session._dirty or session._deleted):
+            return
+        session._load()  # which the write would do anyway
+    stored = session.get("_permanent", False)
+    if session._exists and "_permanent" not in session._dirty and stored != value:
+        session["_permanent"] = value
+        session._pending = None  # worked out before, for a cookie hook
 
 
 # -- the operations ----------------------------------------------------------

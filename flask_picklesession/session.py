@@ -68,6 +68,10 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
     #: ``permanent`` was set to the value it had, which in Flask marks the
     #: session modified and so renews the cookie: the expiry is renewed.
     _renew = False
+    #: ``permanent`` as set before the session was read, when it agreed with
+    #: the cookie's flag only: another request may have changed the stored
+    #: flag since, which the save checks if it reads the session anyway.
+    _permanent_unchecked: bool | None = None
     #: ``(values to store, keys to delete)`` once worked out for the save.
     _pending: tuple[dict[str, bytes], set[str]] | None = None
 
@@ -360,12 +364,15 @@ class ServerSession(SessionMixin, MutableMapping):  # type: ignore[type-arg]
         # in: not a write, but the expiry is renewed as the cookie would be.
         if self.permanent != bool(value) or "_permanent" in self._dirty:
             self["_permanent"] = bool(value)
+            self._permanent_unchecked = None
             return
         self._renew = True
         if "_permanent" not in self._values:
             # The flag agreed, maybe only the cookie's: should the stored
             # session turn out to be gone, the new one must still have it.
             self._permanent_set = bool(value)
+            if self._entries is None:
+                self._permanent_unchecked = bool(value)
 
     def regenerate(self) -> None:
         """Give the session a new id, keeping its data (defence against fixation).

@@ -513,6 +513,50 @@ def test_made_permanent_again_after_the_stored_session_is_gone(
     assert c.get("/get/user").data == b"'alice'"
 
 
+@pytest.mark.parametrize("how", ["read_first", "blind_write", "read_after"])
+@pytest.mark.parametrize("flag", [True, False])
+def test_permanent_set_as_a_stale_cookie_says_still_wins_as_the_later_save(
+    make_app, how, flag
+):
+    """Tab B changed the flag; tab A's request still carries the cookie from
+    before and sets the flag back, as that cookie says. A's save is the
+    later one, so its flag wins, as for any key (contract 16), whenever A's
+    request reads or writes the session anyway."""
+    app = add_routes(make_app())
+
+    @app.route("/flag/<int:value>")
+    def set_flag(value):
+        flask.session.permanent = bool(value)
+        return "ok"
+
+    @app.route("/a")
+    def tab_a():
+        if how == "read_first":
+            flask.session.get("user")
+        flask.session.permanent = flag
+        if how == "blind_write":
+            flask.session["seen"] = "yes"
+        if how == "read_after":
+            flask.session.get("user")
+        return "ok"
+
+    @app.route("/is_permanent")
+    def is_permanent():
+        dict(flask.session)  # loaded: the stored flag, not the cookie's
+        return repr(flask.session.permanent)
+
+    a = app.test_client()
+    a.get("/set/user/alice")
+    a.get(f"/flag/{int(flag)}")
+    b = app.test_client()
+    put_cookie(b, cookie_value(a))
+    b.get("/set/user/alice")  # a read, then the flag changes in tab B:
+    b.get(f"/flag/{int(not flag)}")
+    assert b.get("/is_permanent").data == repr(not flag).encode()
+    a.get("/a")  # with the cookie from before
+    assert a.get("/is_permanent").data == repr(flag).encode()
+
+
 @pytest.mark.parametrize(
     ("permanent", "lifetime", "pause"), [(True, 2, 0.75), (False, 1, 0.4)]
 )
