@@ -116,8 +116,16 @@ def _save_unchanged(session: ServerSession) -> CookieUpdate | None:
     if session._renew and b.is_due(cookie.stamp):
         # ``permanent`` set again: Flask's session counts that as modified
         # and re-sends its cookie, so apps set it on every request to keep
-        # users signed in. Renewed once a refresh would be due.
-        return _refresh(session)
+        # users signed in. Renewed once a refresh would be due; a store
+        # that answers but refuses writes does not fail a read-only view
+        # for that (the next request tries again).
+        try:
+            return _refresh(session)
+        except StoreUnavailable as exc:
+            if not exc.reached:
+                raise
+            warn_refresh_failed(session._id(), exc)
+            return cookie_update(session, cookie.stamp)
     if cookie.by_fallback:
         return cookie_update(session, cookie.stamp)
     return None

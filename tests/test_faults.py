@@ -618,6 +618,34 @@ def test_a_refresh_the_store_refuses_fails_no_view(tmp_path, caplog, route):
     assert c.get("/get/a").data == b"'1'"
 
 
+def test_keeping_permanent_set_on_a_store_refusing_refreshes_fails_no_view(
+    tmp_path, caplog
+):
+    """The keep-signed-in idiom (``permanent = True`` on every request, with
+    SESSION_REFRESH_EACH_REQUEST off) renews once a refresh is due; a store
+    that refuses it fails no view either."""
+    lifetime = datetime.timedelta(seconds=5)  # a refresh is due after 50 ms
+    fa = fault_app(
+        _NoRefreshStore(tmp_path / "sessions"),
+        PERMANENT_SESSION_LIFETIME=lifetime,
+        SESSION_REFRESH_EACH_REQUEST=False,
+    )
+
+    @fa.app.route("/keep")
+    def keep():
+        flask.session.permanent = True
+        return "ok"
+
+    c = fa.app.test_client()
+    c.get("/permanent/a/1")
+    time.sleep(0.06)
+    with caplog.at_level(logging.WARNING, logger="flask_picklesession"):
+        rv = c.get("/keep")
+    assert rv.status_code == 200, fa.errors
+    assert "could not push back the expiry" in caplog.text
+    assert c.get("/get/a").data == b"'1'"
+
+
 # -- session files replaced by other things --------------------------------------------
 
 
