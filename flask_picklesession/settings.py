@@ -171,6 +171,11 @@ def _allowlist(
             f"{name} must be a list of 'module.Name' strings, not {value!r}"
             f" (for one name: [{value!r}])"
         )
+    if name == "PICKLESESSION_PICKLE_ALLOWLIST" and iter(value) is value:
+        # Read again whenever a PICKLESESSION_* key changes: used up by then.
+        raise ConfigurationError(
+            f"{name} must be a list, tuple or set, not an iterator ({value!r})"
+        )
     names = frozenset(t.cast("t.Iterable[object]", value))
     bad = [n for n in names if not isinstance(n, str) or not _GLOBAL_NAME.fullmatch(n)]
     if bad:

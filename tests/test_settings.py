@@ -32,6 +32,7 @@ BAD = [
     ("PICKLESESSION_REDIS_URL", ""),
     ("PICKLESESSION_FILE_DIR", ""),  # not the current folder
     ("PICKLESESSION_FILE_DIR", 7),
+    ("PICKLESESSION_PICKLE_ALLOWLIST", iter(["datetime.date"])),  # used up later
 ]
 
 
