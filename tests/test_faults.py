@@ -39,6 +39,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import flask_picklesession.filesystem as filesystem_module
+import flask_picklesession.lock_files as lock_files_module
+import flask_picklesession.session_files as session_files_module
 from flask_picklesession import (
     FileSystemStore,
     PickleSession,
@@ -361,6 +363,10 @@ def _umount(path: t.Any) -> None:
     subprocess.run(["umount", str(path)], capture_output=True, check=False)
 
 
+#: The filesystem store's modules, each of which calls ``os`` itself.
+_FILESYSTEM_MODULES = (filesystem_module, session_files_module, lock_files_module)
+
+
 class _OsProxy:
     """The ``os`` module as the filesystem store sees it, with some calls replaced."""
 
@@ -403,8 +409,10 @@ def _inject_disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
         handle = real_open(file, mode, *args, **kwargs)
         return FullFile(handle) if any(m in mode for m in "wax+") else handle
 
-    monkeypatch.setattr(filesystem_module, "open", full_open, raising=False)
-    monkeypatch.setattr(filesystem_module, "os", _OsProxy(write=_raise(errno.ENOSPC)))
+    monkeypatch.setattr(session_files_module, "open", full_open, raising=False)
+    full = _OsProxy(write=_raise(errno.ENOSPC))
+    for module in _FILESYSTEM_MODULES:
+        monkeypatch.setattr(module, "os", full)
 
 
 @pytest.fixture
@@ -501,19 +509,17 @@ def _make_read_only(
         return os.open(path, flags, *args)
 
     rofs = _raise(errno.EROFS)
-    monkeypatch.setattr(
-        filesystem_module,
-        "os",
-        _OsProxy(
-            open=guarded_open,
-            replace=rofs,
-            unlink=rofs,
-            write=rofs,
-            pwrite=rofs,
-            mkdir=rofs,
-            makedirs=lambda *a, **k: None,
-        ),
+    read_only = _OsProxy(
+        open=guarded_open,
+        replace=rofs,
+        unlink=rofs,
+        write=rofs,
+        pwrite=rofs,
+        mkdir=rofs,
+        makedirs=lambda *a, **k: None,
     )
+    for module in _FILESYSTEM_MODULES:
+        monkeypatch.setattr(module, "os", read_only)
     import tempfile
 
     class _Tempfile:
@@ -522,7 +528,7 @@ def _make_read_only(
         def __getattr__(self, name: str) -> t.Any:
             return getattr(tempfile, name)
 
-    monkeypatch.setattr(filesystem_module, "tempfile", _Tempfile())
+    monkeypatch.setattr(session_files_module, "tempfile", _Tempfile())
     return monkeypatch.undo
 
 
@@ -1108,7 +1114,7 @@ def test_huge_session_file_is_refused_unread(tmp_path):
     c.get("/set/a/1")
     path = folder / ("session:" + sid_of(c))
     try:
-        os.truncate(path, getattr(filesystem_module, "MAX_FILE_SIZE", 64 << 20) + 1)
+        os.truncate(path, getattr(session_files_module, "MAX_FILE_SIZE", 64 << 20) + 1)
     except OSError as exc:
         pytest.skip(f"cannot make a sparse file here: {exc}")
 

@@ -16,7 +16,7 @@ import time
 import flask
 import pytest
 
-import flask_picklesession.filesystem as filesystem_module
+import flask_picklesession.lock_files as lock_files_module
 from flask_picklesession import FileSystemStore, PickleSession, StoreUnavailable
 from flask_picklesession.record import OP_SET, CorruptRecord, build
 from tests.helpers import add_routes, sid_of
@@ -299,7 +299,7 @@ def test_file_claiming_huge_size_is_refused(fs):
 def hold_lock(fs, key):
     """Hold the lock file of ``key`` as another process would: flock locks
     belong to an open file description, so a second open is another holder."""
-    stripe = hashlib.sha256(key.encode()).digest()[0] % filesystem_module.LOCK_STRIPES
+    stripe = hashlib.sha256(key.encode()).digest()[0] % lock_files_module.LOCK_STRIPES
     name = f".lock-{stripe:02d}"
     fd = os.open(os.path.join(fs.directory, name), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -308,7 +308,7 @@ def hold_lock(fs, key):
 
 def test_a_lock_held_for_good_fails_the_save_instead_of_hanging(fs, monkeypatch):
     # raising=False: the code before the timeout fails below, not here
-    monkeypatch.setattr(filesystem_module, "LOCK_TIMEOUT", 0.05, raising=False)
+    monkeypatch.setattr(lock_files_module, "LOCK_TIMEOUT", 0.05, raising=False)
     fs.create("k", record(a=b"1"), 60_000)
     fd, name = hold_lock(fs, "k")
     # Released at last: a save that waits for it, as one did, fails the test.
