@@ -245,7 +245,7 @@ def _warn_unused_redis(
     URL set without it is easily meant to be used. A client that is not one
     is refused all the same, never kept for later.
     """
-    from .redis_store import check_client
+    from .redis_client import check_client
 
     client = _option(app, overrides, "PICKLESESSION_REDIS")
     if client is not None:
@@ -265,7 +265,8 @@ def _warn_unused_redis(
 
 
 def _redis_store(app: Flask, overrides: dict[str, t.Any]) -> Store:
-    from .redis_store import RedisStore, check_client
+    from .redis_client import check_client
+    from .redis_store import RedisStore
 
     client = _option(app, overrides, "PICKLESESSION_REDIS")
     if client is not None:

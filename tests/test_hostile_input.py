@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from flask_picklesession import FileSystemStore, RedisStore
 from flask_picklesession.keys import KeyRing
 from flask_picklesession.record import build, parse_raw
-from flask_picklesession.redis_store import MOVED_MARKER
+from flask_picklesession.redis_scripts import MOVED_MARKER
 from flask_picklesession.store import GONE
 from tests.fuzz.harness import (
     MAC_SIZE,
