@@ -18,13 +18,8 @@ import typing as t
 from .errors import SessionError
 from .ids import is_valid_sid, short_hash
 from .interface import PickleSession
-from .record import (
-    CorruptRecord,
-    is_foreign,
-    open_entries,
-    parse_raw,
-    rekey_ops,
-)
+from .record import CorruptRecord, is_foreign, parse_raw
+from .sealing import open_entries, rekey_ops
 from .store import CORRUPT, GONE, TOO_LARGE, checked_record, checked_result
 from .tags import CorruptEntry
 

@@ -23,18 +23,18 @@ Entries are independent, so a store can merge a save into the current record
 (set or delete single keys) without the keys: this is what keeps concurrent
 requests from overwriting each other, and the Redis store does it in a Lua
 script that follows :func:`apply_ops` exactly.
+
+Making and checking the MACs is in :mod:`.sealing`.
 """
 
 from __future__ import annotations
 
 import typing as t
 
-from .keys import MAC_SIZE, which_key
+from .keys import MAC_SIZE
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
-
-    from .keys import KeyRing
+    from collections.abc import Iterable, Mapping, Sequence
 
 #: Version of this layout; a reader refuses records of any other version.
 FORMAT_VERSION = 1
@@ -62,7 +62,7 @@ class Entry(t.NamedTuple):
 
 
 #: Builds an Entry without the Python-level ``__new__`` of a NamedTuple.
-_new_tuple = tuple.__new__
+new_tuple = tuple.__new__
 
 
 def encode_varint(number: int) -> bytes:
@@ -91,7 +91,7 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _spans(record: bytes) -> dict[bytes, tuple[int, int] | None]:
+def spans(record: bytes) -> dict[bytes, tuple[int, int] | None]:
     """Map each key to ``(offset of its MAC, value length)``; None: a tombstone.
 
     Every declared length is checked against the bytes that are really there
@@ -134,7 +134,7 @@ def parse_raw(record: bytes) -> dict[bytes, bytes]:
     """Split a record into ``{key: mac+value}``, checking only the layout."""
     return {
         key: record[span[0] : span[0] + MAC_SIZE + span[1]]
-        for key, span in _spans(record).items()
+        for key, span in spans(record).items()
         if span is not None
     }
 
@@ -158,7 +158,7 @@ def appendix(ops: Sequence[Op]) -> bytes:
 def appended_entries(
     entries: Mapping[str, Entry], record: bytes, ops: Sequence[Op]
 ) -> dict[str, Entry] | None:
-    """What :func:`open_record` gives for ``record + appendix(ops)``, without
+    """What :func:`.sealing.open_record` gives for ``record + appendix(ops)``, without
     parsing or checking anything, when it gave ``entries`` for ``record``.
 
     None when that cannot be told so: a key new to ``entries`` whose bytes
@@ -179,7 +179,7 @@ def appended_entries(
             raise ValueError("a conditional set cannot be appended")
         if name not in after and key in record:
             return None
-        after[name] = _new_tuple(Entry, (payload[:MAC_SIZE], payload[MAC_SIZE:]))
+        after[name] = new_tuple(Entry, (payload[:MAC_SIZE], payload[MAC_SIZE:]))
     return after
 
 
@@ -208,86 +208,6 @@ def apply_ops(record: bytes | None, ops: Sequence[Op]) -> dict[bytes, bytes] | N
         elif key in entries and entries[key][:MAC_SIZE] == payload[:MAC_SIZE]:
             entries[key] = payload[MAC_SIZE:]
     return entries
-
-
-def _mac_message(sid: bytes, key: bytes, value: bytes) -> bytes:
-    return b"".join((sid, encode_varint(len(key)), key, value))
-
-
-def seal(ring: KeyRing, sid: str, key: bytes, value: bytes) -> bytes:
-    """Return ``mac+value`` for ``value`` stored under ``key`` of session ``sid``."""
-    return ring.mac(_mac_message(sid.encode("ascii"), key, value)) + value
-
-
-def rekey_ops(
-    ring: KeyRing, sid: str, entries: Mapping[str, Entry], stale: Iterable[str]
-) -> list[Op]:
-    """Conditional re-MAC operations for the entries MACed by a fallback key.
-
-    Each applies only if the entry still has the MAC that was read, so a
-    request that changed it meanwhile wins.
-    """
-    ops: list[Op] = []
-    for name in sorted(stale):
-        entry, key = entries[name], name.encode("utf-8")
-        ops.append((OP_SET_IF_MAC, key, entry.mac + seal(ring, sid, key, entry.value)))
-    return ops
-
-
-def open_entries(
-    ring: KeyRing, sid: str, raw: Mapping[bytes, bytes]
-) -> tuple[dict[str, Entry], set[str]]:
-    """Check every entry's MAC; return ``(entries, keys MACed by a fallback key)``.
-
-    Raises :class:`CorruptRecord` on the first entry no key verifies: a record
-    with one forged entry is not trusted at all.
-    """
-    split = ((k, body[:MAC_SIZE], body[MAC_SIZE:]) for k, body in raw.items())
-    return _open(ring, sid, split)
-
-
-def open_record(
-    ring: KeyRing, sid: str, record: bytes
-) -> tuple[dict[str, Entry], set[str]]:
-    """:func:`open_entries` of :func:`parse_raw`, in one pass: a load's path.
-
-    Slices each MAC and value once, straight from the record.
-    """
-    return _open(ring, sid, _split(record))
-
-
-def _split(record: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """``(key, mac, value)`` of each live entry, sliced from the record."""
-    for key, span in _spans(record).items():
-        if span is not None:
-            start, value_len = span
-            mid = start + MAC_SIZE
-            yield key, record[start:mid], record[mid : mid + value_len]
-
-
-def _open(
-    ring: KeyRing, sid: str, split: Iterable[tuple[bytes, bytes, bytes]]
-) -> tuple[dict[str, Entry], set[str]]:
-    """Authenticate ``(key, mac, value)`` triples of session ``sid``.
-
-    The session id is hashed once for all entries (:meth:`KeyRing.mac_states`).
-    """
-    states = ring.mac_states(sid.encode("ascii"))
-    entries: dict[str, Entry] = {}
-    stale: set[str] = set()
-    for key, tag, value in split:
-        used = which_key(states, encode_varint(len(key)) + key, value, tag)
-        if used is None:
-            raise CorruptRecord("an entry failed its MAC check")
-        try:
-            name = key.decode()
-        except UnicodeDecodeError as exc:
-            raise CorruptRecord("a key is not UTF-8") from exc
-        # tuple.__new__ directly: a NamedTuple's own __new__ is Python code.
-        entries[name] = _new_tuple(Entry, (tag, value))
-        if used:
-            stale.add(name)
-    return entries, stale
 
 
 def varint_size(number: int) -> int:

@@ -14,7 +14,8 @@ from .binding import warn_corrupt
 from .changes import encode_key
 from .errors import StoreUnavailable
 from .ids import short_hash
-from .record import OP_DELETE, OP_SET, CorruptRecord, open_entries, parse_raw
+from .record import OP_DELETE, OP_SET, CorruptRecord, parse_raw
+from .sealing import open_entries
 from .store import TOO_LARGE, checked_record, checked_result
 from .writing import DELETE, CookieUpdate, create, log_dropped, sealed_values
 

@@ -23,7 +23,7 @@ import typing as t
 from collections import OrderedDict
 
 from .cookie import read_cookie
-from .record import open_record
+from .sealing import open_record
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -97,7 +97,7 @@ _records: OrderedDict[tuple[KeyRing, str, bytes], VerifiedRecord] = OrderedDict(
 
 
 def verified_record(ring: KeyRing, sid: str, record: bytes) -> VerifiedRecord:
-    """:func:`.record.open_record`, remembering small records that verified.
+    """:func:`.sealing.open_record`, remembering small records that verified.
 
     Raises :class:`.record.CorruptRecord` as it does; those are not kept.
     """
@@ -127,7 +127,7 @@ def remember_record(
 ) -> None:
     """Remember a record this process has just stored, and what it holds.
 
-    ``entries`` must be what :func:`.record.open_record` gives for these
+    ``entries`` must be what :func:`.sealing.open_record` gives for these
     exact bytes, all MACed with the ring's current key: values the caller
     sealed itself, and entries it verified when it loaded the record. The
     next request of the session, often a redirect after the write, then

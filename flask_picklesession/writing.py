@@ -16,7 +16,8 @@ from .cookie import make_cookie
 from .errors import SessionTooLarge
 from .ids import short_hash
 from .keys import MAC_SIZE
-from .record import OP_DELETE, OP_SET, Entry, build, rekey_ops, seal
+from .record import OP_DELETE, OP_SET, Entry, build
+from .sealing import rekey_ops, seal
 from .sizes import measure, patched_sizes, refuse_over_limit
 from .store import CORRUPT, GONE, TOO_LARGE, checked_result
 from .verified import remember_record

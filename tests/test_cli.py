@@ -27,7 +27,8 @@ from flask_picklesession.cli import picklesession_cli
 from flask_picklesession.ids import new_sid, short_hash
 from flask_picklesession.keys import KeyRing
 from flask_picklesession.pickle_codec import PickleCodec
-from flask_picklesession.record import OP_SET, build, open_entries, parse_raw, seal
+from flask_picklesession.record import OP_SET, build, parse_raw
+from flask_picklesession.sealing import open_entries, seal
 from tests.helpers import sid_of
 
 if t.TYPE_CHECKING:

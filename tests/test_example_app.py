@@ -21,7 +21,8 @@ from flask_picklesession import FileSystemStore, RedisStore
 from flask_picklesession.cookie import make_cookie
 from flask_picklesession.ids import is_valid_sid, new_sid, short_hash
 from flask_picklesession.keys import KeyRing
-from flask_picklesession.record import open_entries, parse_raw
+from flask_picklesession.record import parse_raw
+from flask_picklesession.sealing import open_entries
 from tests import helpers
 from tests.helpers import cookie_value, put_cookie
 

@@ -15,7 +15,8 @@ from markupsafe import Markup
 
 from flask_picklesession import SerializationError
 from flask_picklesession.keys import KeyRing
-from flask_picklesession.record import build, parse_raw, seal
+from flask_picklesession.record import build, parse_raw
+from flask_picklesession.sealing import seal
 from tests.helpers import add_routes, put_cookie, sid_of
 
 EXPLOITED = []

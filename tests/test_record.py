@@ -17,13 +17,11 @@ from flask_picklesession.record import (
     apply_ops,
     build,
     encode_varint,
-    open_entries,
-    open_record,
     parse_raw,
     record_size,
-    seal,
     varint_size,
 )
+from flask_picklesession.sealing import open_entries, open_record, seal
 
 SID = "A" * 43
 bodies = st.dictionaries(

@@ -9,13 +9,8 @@ import pytest
 
 from flask_picklesession import verified
 from flask_picklesession.keys import KeyRing
-from flask_picklesession.record import (
-    CorruptRecord,
-    build,
-    open_record,
-    parse_raw,
-    seal,
-)
+from flask_picklesession.record import CorruptRecord, build, parse_raw
+from flask_picklesession.sealing import open_record, seal
 from tests.helpers import add_routes, cookie_value, put_cookie, sid_of
 
 SID = "s" * 43

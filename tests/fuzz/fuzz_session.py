@@ -51,6 +51,7 @@ with atheris.instrument_imports(include=["flask_picklesession"]):
     import flask_picklesession.record
     import flask_picklesession.regenerating
     import flask_picklesession.saving
+    import flask_picklesession.sealing
     import flask_picklesession.session
     import flask_picklesession.sizes
     import flask_picklesession.tagged_json
