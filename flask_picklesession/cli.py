@@ -9,22 +9,22 @@ Installed as a ``flask.commands`` entry point, so every app that uses
 
 They act on the store, key prefix, serializer and keys the app's requests use.
 The work itself is in :mod:`.operator`; this module only parses, reports
-progress and turns failures into messages and exit codes.
+progress and turns failures into messages and exit codes. How sizes,
+lifetimes, the stats and progress are shown is in :mod:`.cli_output`.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import re
-import sys
 import typing as t
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .cli_output import format_duration, format_size, progress, stats_lines
 from .errors import SessionError
 from .filesystem import FileSystemStore
 from .ids import is_valid_sid, short_hash
@@ -45,11 +45,6 @@ from .operator import (
     target_for,
 )
 
-if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
-#: Runs over at least this many sessions show a progress bar (on a terminal).
-PROGRESS_MIN = 100
 #: Longest value repr ``inspect`` prints without ``--full``.
 REPR_LIMIT = 300
 
@@ -112,34 +107,6 @@ def _resolve(target: Target, value: str) -> str:
     return found.pop()
 
 
-@contextlib.contextmanager
-def _progress(keys: list[str], label: str) -> Iterator[Iterable[str]]:
-    """Iterate ``keys``, with a progress bar on stderr when there are many."""
-    if len(keys) < PROGRESS_MIN:
-        yield keys
-        return
-    with click.progressbar(keys, label=label, show_pos=True, file=sys.stderr) as bar:
-        yield bar
-
-
-def _duration(ms: int) -> str:
-    """Human form of a remaining lifetime, to the minute (seconds when short)."""
-    if ms < 0:
-        return "never"
-    seconds = ms // 1000
-    if seconds < 60:
-        return f"{seconds}s"
-    days, rest = divmod(seconds // 60, 24 * 60)
-    hours, minutes = divmod(rest, 60)
-    units = ((days, "d"), (hours, "h"), (minutes, "m"))
-    parts = [f"{n}{unit}" for n, unit in units if n]
-    return " ".join(parts) or "0m"
-
-
-def _size(size: int) -> str:
-    return f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KiB ({size} bytes)"
-
-
 # -- commands ------------------------------------------------------------------
 
 
@@ -168,38 +135,11 @@ def stats() -> None:
     target = _target()
     keys, others = session_keys(target)
     result = Stats()
-    with _progress(keys, "Reading sessions") as bar:
+    with progress(keys, "Reading sessions") as bar:
         for key in bar:
             add_stats(target, result, key)
-    for line in _stats_lines(target, result, others):
+    for line in stats_lines(target, result, others):
         click.echo(line)
-
-
-def _stats_lines(target: Target, stats: Stats, others: int) -> list[str]:
-    """Sessions are named by a short hash: output may be pasted where ids must not."""
-    lines = [
-        f"store:          {target.store!r}",
-        f"key prefix:     {target.prefix!r}",
-        f"sessions:       {stats.count}",
-    ]
-    if stats.count:
-        lines.append(f"total size:     {_size(stats.total_size)}")
-    if stats.largest:
-        size, name = stats.largest
-        lines.append(f"largest:        {_size(size)} (session {name})")
-    if stats.first_expiry:
-        ms, name = stats.first_expiry
-        lines.append(f"expires first:  in {_duration(ms)} (session {name})")
-    if stats.last_expiry:
-        ms, name = stats.last_expiry
-        lines.append(f"expires last:   in {_duration(ms)} (session {name})")
-    if stats.no_expiry:
-        lines.append(f"without expiry: {stats.no_expiry}")
-    if stats.unreadable:
-        lines.append(f"unreadable:     {stats.unreadable}")
-    if others:
-        lines.append(f"other keys under the prefix, not sessions: {others}")
-    return lines
 
 
 @picklesession_cli.command(context_settings=_TAKES_SID)
@@ -221,7 +161,7 @@ def inspect(sid: str, full: bool) -> None:
     result = inspect_session(target, sid)
     click.echo(
         f"session {short_hash(sid)}: {len(result.values)} key(s),"
-        f" {_size(result.size)}, expires in {_duration(result.ttl)}"
+        f" {format_size(result.size)}, expires in {format_duration(result.ttl)}"
     )
     refused = 0
     for item in result.values:
@@ -269,7 +209,7 @@ def rekey() -> None:
         )
     keys, _ = session_keys(target)
     counts: collections.Counter[str] = collections.Counter()
-    with _progress(keys, "Re-keying sessions") as bar:
+    with progress(keys, "Re-keying sessions") as bar:
         for key in bar:
             counts[rekey_session(target, key)] += 1
     click.echo(f"rekeyed:         {counts[REKEYED]}")
@@ -317,7 +257,7 @@ def clear(yes: bool) -> None:
             f" {target.prefix!r} of {target.store!r}; add --yes to confirm"
         )
     left = 0
-    with _progress(keys, "Deleting sessions") as bar:
+    with progress(keys, "Deleting sessions") as bar:
         for key in bar:
             if not target.store.delete(key) and still_there(target, key):
                 left += 1

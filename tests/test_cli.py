@@ -21,8 +21,7 @@ import typing as t
 import pytest
 from flask import Flask, request, session
 
-from flask_picklesession import PickleSession, Store
-from flask_picklesession import cli as cli_module
+from flask_picklesession import PickleSession, Store, cli_output
 from flask_picklesession.cli import picklesession_cli
 from flask_picklesession.ids import new_sid, short_hash
 from flask_picklesession.keys import KeyRing
@@ -257,11 +256,11 @@ def test_stats_skips_keys_that_are_not_sessions(app: Flask) -> None:
 
 def test_stats_shows_progress_for_many_sessions(app: Flask) -> None:
     store, ring = store_of(app), KeyRing("current-key")
-    for _ in range(cli_module.PROGRESS_MIN):
+    for _ in range(cli_output.PROGRESS_MIN):
         write_raw_session(store, ring, {"n": b"i1"})
     result = run(app, "stats")
     assert result.exit_code == 0, result.output
-    assert f"sessions:       {cli_module.PROGRESS_MIN}" in result.stdout
+    assert f"sessions:       {cli_output.PROGRESS_MIN}" in result.stdout
     assert "Reading sessions" in result.stderr  # off a terminal: the label only
     assert "Reading sessions" not in result.stdout
 
@@ -474,7 +473,7 @@ def test_clear_with_an_empty_prefix_leaves_redis_alone(
 
 
 def test_clear_with_progress(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_module, "PROGRESS_MIN", 2)
+    monkeypatch.setattr(cli_output, "PROGRESS_MIN", 2)
     for _ in range(3):
         new_session(app)
     result = run(app, "clear", "--yes")
