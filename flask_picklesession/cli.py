@@ -8,9 +8,10 @@ Installed as a ``flask.commands`` entry point, so every app that uses
     flask --app myapp picklesession rekey
 
 They act on the store, key prefix, serializer and keys the app's requests use.
-The work itself is in :mod:`.operator`; this module only parses, reports
-progress and turns failures into messages and exit codes. How sizes,
-lifetimes, the stats and progress are shown is in :mod:`.cli_output`.
+The work itself is in :mod:`.operator` (and :mod:`.inspection`); this module
+only parses, reports progress and turns failures into messages and exit
+codes. How sizes, lifetimes, the stats and progress are shown is in
+:mod:`.cli_output`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .cli_output import format_duration, format_size, progress, stats_lines
 from .errors import SessionError
 from .filesystem import FileSystemStore
 from .ids import is_valid_sid, short_hash
+from .inspection import inspect_session
 from .operator import (
     CURRENT,
     FAILED,
@@ -38,7 +40,6 @@ from .operator import (
     Target,
     add_stats,
     delete_session,
-    inspect_session,
     rekey_session,
     session_keys,
     still_there,

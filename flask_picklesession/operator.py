@@ -8,6 +8,9 @@ lets a long run be interrupted without leaving anything half done.
 Only keys made of the configured prefix and a well-formed session id are
 treated as sessions: a prefix shared with other data in Redis must not lead
 these tasks to read, rewrite or delete keys that are not ours.
+
+Inspecting a session, the one task that decodes values, is in
+:mod:`.inspection`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from .interface import PickleSession
 from .record import CorruptRecord, is_foreign, parse_raw
 from .sealing import open_entries, rekey_ops
 from .store import CORRUPT, GONE, TOO_LARGE, checked_record, checked_result
-from .tags import CorruptEntry
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -146,81 +148,6 @@ def add_stats(target: Target, stats: Stats, key: str) -> None:
         return
     if info is not None:
         stats.add(target.sid(key), info.size, info.ttl)
-
-
-# -- inspect -------------------------------------------------------------------
-
-
-class Value(t.NamedTuple):
-    """One decoded entry of an inspected session."""
-
-    key: str
-    value: t.Any
-    #: Why the value was not decoded, or None if it was.
-    refused: str | None
-    #: True if the entry is still MACed with a fallback key.
-    stale: bool
-
-
-class Inspection(t.NamedTuple):
-    """An authenticated session, decoded key by key."""
-
-    size: int
-    ttl: int
-    values: list[Value]
-
-
-def inspect_session(target: Target, sid: str) -> Inspection:
-    """Load, authenticate and decode one session.
-
-    Nothing is decoded unless every entry passes its MAC check, as in a
-    request; an entry the codec refuses (a pickle in strict JSON mode, a class
-    outside the allowlist) is reported, never forced open.
-    """
-    check_sid(sid)
-    key = target.key(sid)
-    data: bytes | None = None
-    try:
-        info = target.store.info(key)
-        data = checked_record(target.store, "load", target.store.load(key))
-        if data is None or info is None:
-            raise OperatorError(
-                f"no session {short_hash(sid)} in the store (unknown or expired id)"
-            )
-        entries, stale = open_entries(target.ring, sid, parse_raw(data))
-    except CorruptRecord as exc:
-        failed = _failed_keys(target.ring, sid, data) if data else []
-        detail = f" (keys: {', '.join(map(repr, failed))})" if failed else ""
-        raise OperatorError(
-            f"refusing session {short_hash(sid)}: {exc}{detail}; nothing was decoded"
-        ) from exc
-    values = [
-        _decode(target.codec, name, entry.value, name in stale)
-        for name, entry in entries.items()
-    ]
-    return Inspection(info.size, info.ttl, values)
-
-
-def _failed_keys(ring: KeyRing, sid: str, data: bytes) -> list[str]:
-    """Name the entries no key authenticates, to tell the operator what is wrong."""
-    try:
-        raw = parse_raw(data)
-    except CorruptRecord:
-        return []
-    failed = []
-    for key, body in raw.items():
-        try:
-            open_entries(ring, sid, {key: body})
-        except CorruptRecord:
-            failed.append(key.decode("utf-8", "backslashreplace"))
-    return failed
-
-
-def _decode(codec: Codec, name: str, value: bytes, stale: bool) -> Value:
-    try:
-        return Value(name, codec.decode(value), None, stale)
-    except CorruptEntry as exc:
-        return Value(name, None, str(exc), stale)
 
 
 # -- delete and clear ------------------------------------------------------------
