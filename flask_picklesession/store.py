@@ -102,6 +102,15 @@ def checked_result(store: Store, method: str, answer: object) -> int:
     raise _bad_answer(store, method, answer, "an int")
 
 
+def checked_created(store: Store, answer: object) -> bool:
+    """A store's ``create`` answer: True, or False if the key is taken
+    (any truthy or falsy value, as a driver's row count; None is a
+    ``create`` that forgot to answer)."""
+    if answer is None:
+        raise _bad_answer(store, "create", answer, "True, or False if the key is taken")
+    return bool(answer)
+
+
 def _bad_answer(store: Store, method: str, answer: object, wanted: str) -> TypeError:
     return TypeError(
         f"{type(store).__name__}.{method}() returned {type(answer).__name__}"

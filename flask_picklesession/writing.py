@@ -19,7 +19,7 @@ from .keys import MAC_SIZE
 from .record import OP_DELETE, OP_SET, Entry, build
 from .sealing import rekey_ops, seal
 from .sizes import measure, patched_sizes, refuse_over_limit
-from .store import CORRUPT, GONE, TOO_LARGE, checked_result
+from .store import CORRUPT, GONE, TOO_LARGE, checked_created, checked_result
 from .verified import remember_record
 
 if t.TYPE_CHECKING:
@@ -118,12 +118,7 @@ def create(session: ServerSession, values: dict[str, bytes]) -> CookieUpdate | N
         sealed = sealed_values(b, session._id(), values)
         record = build(sealed)
         created = b.store.create(b.key(session._id()), record, b.ttl)
-        if created is None:
-            raise TypeError(
-                f"{type(b.store).__name__}.create() returned None;"
-                " a store's create() returns True, or False if the key is taken"
-            )
-        if created:
+        if checked_created(b.store, created):
             session._found = True
             entries = {
                 key: Entry(body[:MAC_SIZE], value)
